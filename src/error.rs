@@ -1,0 +1,184 @@
+//! The way out: every failure a request can meet, as one enum with one JSON
+//! shape and one status mapping.
+//!
+//! Handlers, extractors, the rate limiter, the panic catcher and the queue all
+//! end in [`ApiError`]; its `IntoResponse` writes
+//! `{"error": "<code>", "message": "...", "job_id"?: "..."}` with the right
+//! status and, for 429/503, a `Retry-After` header. Failures that happen after
+//! a job was admitted carry its id ([`ApiError::Job`] wrapping [`JobError`]).
+//! Expected refusals (429, 503, 504, 4xx) are logged at debug/info, never as
+//! errors: they are the server working as designed.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use uuid::Uuid;
+
+/// A failure of a job that was admitted to a queue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Still waiting for a worker when its queue budget ran out; never started.
+    #[error("job waited {waited_ms} ms in the queue without starting")]
+    QueueTimeout { waited_ms: u64 },
+    /// Passed its total deadline; the work was cancelled.
+    #[error("job did not finish within its {budget_ms} ms deadline and was cancelled")]
+    Timeout { budget_ms: u64 },
+    /// The input was readable but cannot be processed (422).
+    #[error("{0}")]
+    Invalid(String),
+    /// The job ran and failed for a reason that is not the caller's fault.
+    #[error("{0}")]
+    Failed(String),
+    /// The job's code panicked; the worker thread survived.
+    #[error("job panicked: {0}")]
+    Panicked(String),
+    /// The server is draining: the job was not started.
+    #[error("server is shutting down; the job was not run")]
+    ShuttingDown,
+    /// The worker type cannot run jobs right now (e.g. its engine is missing).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Cancelled before it finished, by its caller or by shutdown.
+    #[error("job was cancelled")]
+    Cancelled,
+}
+
+/// Every error an HTTP request can end in.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("too many requests; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("the {queue} queue is full ({capacity} waiting); retry in {retry_after} s")]
+    QueueFull {
+        queue: &'static str,
+        capacity: usize,
+        retry_after: u64,
+    },
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("{source}")]
+    Job { job_id: Uuid, source: JobError },
+}
+
+impl ApiError {
+    pub fn job(job_id: Uuid, source: JobError) -> Self {
+        ApiError::Job { job_id, source }
+    }
+
+    /// HTTP status and the stable machine-readable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::QueueFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Job { source, .. } => match source {
+                JobError::QueueTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "queue_timeout"),
+                JobError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                JobError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+                JobError::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "job_failed"),
+                JobError::Panicked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "job_panicked"),
+                JobError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+                JobError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                JobError::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "cancelled"),
+            },
+        }
+    }
+
+    /// Seconds a client should wait before retrying, where that is known.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after } | ApiError::QueueFull { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            ApiError::ShuttingDown
+            | ApiError::Job {
+                source: JobError::ShuttingDown,
+                ..
+            } => Some(1),
+            _ => None,
+        }
+    }
+
+    pub fn job_id(&self) -> Option<Uuid> {
+        match self {
+            ApiError::Job { job_id, .. } => Some(*job_id),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(error = code, job_id = ?self.job_id(), "{self}");
+        } else {
+            tracing::debug!(error = code, job_id = ?self.job_id(), "{self}");
+        }
+        let mut body = json!({ "error": code, "message": self.to_string() });
+        if let Some(id) = self.job_id() {
+            body["job_id"] = json!(id);
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_answers_503_with_retry_after_and_the_json_shape() {
+        let response = ApiError::QueueFull {
+            queue: "message",
+            capacity: 10,
+            retry_after: 3,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+    }
+
+    #[test]
+    fn job_errors_carry_the_job_id_and_map_deadlines_to_504() {
+        let id = Uuid::new_v4();
+        let err = ApiError::job(id, JobError::Timeout { budget_ms: 10 });
+        assert_eq!(err.status_and_code().0, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(err.job_id(), Some(id));
+    }
+}

@@ -1,0 +1,29 @@
+//! jobserver: an HTTP server that runs CPU-heavy jobs on dedicated OS threads
+//! behind bounded queues, one queue and one thread pool per worker type.
+//!
+//! # Layout
+//!
+//! The modules follow a request through the server:
+//!
+//! * [`routes`]: HTTP in. The router, rate limiting, body limits, request
+//!   ids, probes; one module per endpoint group.
+//! * [`extract`]: request extractors that reject in the server's error shape.
+//! * [`queue`]: the async/sync boundary. [`queue::JobQueue`] admits a job
+//!   into a bounded channel (full → 503), awaits its oneshot under two
+//!   deadlines (→ 504) and runs the worker threads' loop.
+//! * [`workers`]: the engines, one module per worker type, each a plain
+//!   synchronous `process`.
+//! * [`error`]: the way out. One error enum, one JSON shape, one status map.
+//! * [`config`], [`state`], [`startup`], [`telemetry`]: configuration from
+//!   the environment, the handles handlers share, start and graceful
+//!   shutdown, and logging.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod queue;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod workers;

@@ -1,0 +1,989 @@
+//! The async/sync boundary: one bounded queue and one pool of dedicated OS
+//! threads per worker type, and the oneshot that carries each answer back.
+//!
+//! ```text
+//! handler ──submit──▶ JobQueue::run ──try_send──▶ [bounded channel] ──▶ worker thread
+//!    ▲                    │  full → 503                                  │ Worker::process
+//!    └──── answer ◀─── oneshot ◀──────────────────────────────────────────┘
+//! ```
+//!
+//! Handlers never touch channels: they call [`JobQueue::run`], which makes the
+//! oneshot, `try_send`s the job (a full queue is refused at once with 503 and
+//! a `Retry-After` computed from depth, recent run time and worker count) and
+//! awaits the answer under two deadlines: the queue budget (a job still
+//! waiting when it passes is answered 504 and will never start) and the total
+//! budget (a running job is told to stop, and the caller gets 504).
+//!
+//! Exactly one answer per job is guaranteed by a small state machine shared by
+//! the caller and the worker ([`Ticket`]): a job is `QUEUED`, then either the
+//! worker moves it to `RUNNING` or the caller moves it to `ABANDONED` (queue
+//! deadline, client gone). Whoever wins the compare-and-swap owns the outcome,
+//! so a worker never starts a job nobody waits for, and a caller never gives
+//! up on a job that is already running without also cancelling it.
+//!
+//! The worker loop is written once ([`JobQueue::start`]): named threads, the
+//! caller's tracing span re-entered, `catch_unwind` around each job so a panic
+//! costs one request and not the thread, cancellation through the ticket.
+//! Shutdown is explicit ([`JobQueue::begin_drain`], [`JobQueue::join`])
+//! rather than by dropping senders, because clones of the router (tests, the
+//! server's connections) keep handles alive for as long as they like.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde::Serialize;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::config::PoolConfig;
+use crate::error::{ApiError, JobError};
+
+/// A job type's synchronous engine. One value lives on each worker thread
+/// (its per-thread context, built once by the factory given to
+/// [`JobQueue::start`]); `process` runs one job and must return soon after
+/// `ctx.is_cancelled()` turns true.
+pub trait Worker: Send + 'static {
+    type Job: Send + 'static;
+    type Output: Send + 'static;
+    type Error: Into<JobError> + Send + 'static;
+
+    fn process(&mut self, job: Self::Job, ctx: &JobContext) -> Result<Self::Output, Self::Error>;
+}
+
+/// A job's answer on success, with where and how long it ran.
+#[derive(Debug)]
+pub struct Completed<O> {
+    pub job_id: Uuid,
+    pub worker: String,
+    pub output: O,
+    pub queue_ms: f64,
+    pub run_ms: f64,
+    pub total_ms: f64,
+}
+
+/// What a worker sees of the job it runs besides its input.
+pub struct JobContext {
+    pub job_id: Uuid,
+    /// Instant the total budget runs out.
+    pub deadline: Instant,
+    /// Name of the thread running the job (`<queue>-worker-<n>`).
+    pub worker: String,
+    ticket: Arc<Ticket>,
+    slot: Arc<WorkerSlot>,
+}
+
+impl JobContext {
+    /// True once the caller has gone or the deadline passed; check it often.
+    pub fn is_cancelled(&self) -> bool {
+        self.ticket.is_cancelled() || Instant::now() >= self.deadline
+    }
+
+    /// A channel that disconnects when the job is cancelled, for workers that
+    /// block (on a child process, say) and want to wake on cancellation with
+    /// `crossbeam_channel::select!` instead of polling.
+    pub fn cancelled(&self) -> &Receiver<Never> {
+        &self.ticket.cancel_rx
+    }
+
+    /// Report progress (units done so far, e.g. pages) for status displays.
+    pub fn progress(&self, done: u64) {
+        self.slot.progress.store(done, Ordering::Relaxed);
+    }
+}
+
+/// A type with no values: channels of it only ever disconnect.
+pub enum Never {}
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// State shared by a job's caller and the worker that may run it.
+struct Ticket {
+    state: AtomicU8,
+    cancelled: AtomicBool,
+    /// Dropped on cancellation so that `cancel_rx` disconnects.
+    cancel_tx: Mutex<Option<Sender<Never>>>,
+    cancel_rx: Receiver<Never>,
+}
+
+impl Ticket {
+    fn new() -> Arc<Self> {
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        Arc::new(Ticket {
+            state: AtomicU8::new(QUEUED),
+            cancelled: AtomicBool::new(false),
+            cancel_tx: Mutex::new(Some(tx)),
+            cancel_rx: rx,
+        })
+    }
+
+    /// Worker side: claim the job. False if the caller already gave up.
+    fn start(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Caller side: give up on a job that has not started. False if it runs.
+    fn abandon_if_queued(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Stop the job wherever it is: never start it, and tell it to stop.
+    fn cancel(&self) {
+        self.abandon_if_queued();
+        self.cancelled.store(true, Ordering::Release);
+        // A poisoned lock only means another canceller panicked mid-take;
+        // the sender is dropped either way.
+        let sender = match self.cancel_tx.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(sender);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+}
+
+/// Cancels its ticket when dropped unless disarmed: the handler's future is
+/// dropped when the client disconnects, and the job must learn of it.
+struct CancelOnDrop<'a> {
+    ticket: Option<Arc<Ticket>>,
+    stats: &'a QueueStats,
+}
+
+impl CancelOnDrop<'_> {
+    /// The caller has its answer; `outcome` is the counter it lands in.
+    fn finish(&mut self, outcome: &AtomicU64) {
+        self.ticket = None;
+        outcome.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            ticket.cancel();
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+type Reply<O> = Result<Completed<O>, JobError>;
+
+/// One job in the channel.
+struct Envelope<W: Worker> {
+    job: W::Job,
+    job_id: Uuid,
+    enqueued_at: Instant,
+    queue_deadline: Instant,
+    deadline: Instant,
+    ticket: Arc<Ticket>,
+    reply: oneshot::Sender<Reply<W::Output>>,
+    span: tracing::Span,
+}
+
+/// What one worker thread is doing now.
+#[derive(Default)]
+struct WorkerSlot {
+    current: Mutex<Option<CurrentJob>>,
+    progress: AtomicU64,
+}
+
+#[derive(Clone)]
+struct CurrentJob {
+    job_id: Uuid,
+    started: Instant,
+    ticket: Arc<Ticket>,
+}
+
+/// Counters for one queue, read by status and metrics. Outcomes of admitted
+/// jobs are counted once, by the caller's side, when it has its answer.
+#[derive(Default)]
+pub struct QueueStats {
+    busy: AtomicUsize,
+    /// Exponentially weighted mean run time, microseconds (0 = no sample yet).
+    mean_run_us: AtomicU64,
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    pub timeout: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+impl QueueStats {
+    fn record_run(&self, run: Duration) {
+        let sample = run.as_micros().min(u64::MAX as u128) as u64;
+        let old = self.mean_run_us.load(Ordering::Relaxed);
+        // A lost update under contention only drops one sample of a mean.
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 4 + sample) / 5
+        };
+        self.mean_run_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    pub fn mean_run(&self) -> Duration {
+        Duration::from_micros(self.mean_run_us.load(Ordering::Relaxed))
+    }
+}
+
+/// A snapshot of one worker for `/status`.
+#[derive(Debug, Serialize)]
+pub struct WorkerStatus {
+    pub name: String,
+    pub job_id: Option<Uuid>,
+    pub running_ms: Option<u64>,
+    pub progress: Option<u64>,
+}
+
+struct Inner<W: Worker> {
+    name: &'static str,
+    config: PoolConfig,
+    tx: Sender<Envelope<W>>,
+    /// Kept so that a draining pool can answer what is still queued.
+    rx: Receiver<Envelope<W>>,
+    draining: AtomicBool,
+    /// Dropped to tell the worker threads to exit once idle.
+    shutdown_tx: Mutex<Option<Sender<Never>>>,
+    slots: Vec<Arc<WorkerSlot>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stats: QueueStats,
+}
+
+/// Options a caller may set on one job.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SubmitOptions {
+    /// A shorter total budget than the queue's; longer ones are clamped.
+    pub timeout: Option<Duration>,
+}
+
+/// A cheap, cloneable handle to one worker type's queue and threads.
+pub struct JobQueue<W: Worker> {
+    inner: Arc<Inner<W>>,
+}
+
+impl<W: Worker> Clone for JobQueue<W> {
+    fn clone(&self) -> Self {
+        JobQueue {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<W: Worker> JobQueue<W> {
+    /// Creates the queue and starts `config.workers` threads named
+    /// `<name>-worker-<i>`. `factory(i)` runs on thread `i` itself and builds
+    /// its per-thread context.
+    pub fn start<F>(name: &'static str, config: PoolConfig, factory: F) -> std::io::Result<Self>
+    where
+        F: Fn(usize) -> W + Send + Sync + 'static,
+    {
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
+        let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<Never>(0);
+        let slots: Vec<_> = (0..config.workers)
+            .map(|_| Arc::new(WorkerSlot::default()))
+            .collect();
+        let inner = Arc::new(Inner {
+            name,
+            config,
+            tx,
+            rx,
+            draining: AtomicBool::new(false),
+            shutdown_tx: Mutex::new(Some(shutdown_tx)),
+            slots,
+            threads: Mutex::new(Vec::new()),
+            stats: QueueStats::default(),
+        });
+        let factory = Arc::new(factory);
+        let mut threads = Vec::with_capacity(inner.config.workers);
+        for i in 0..inner.config.workers {
+            let thread_name = format!("{name}-worker-{i}");
+            let inner = Arc::clone(&inner);
+            let factory = Arc::clone(&factory);
+            let shutdown_rx = shutdown_rx.clone();
+            let handle = std::thread::Builder::new()
+                .name(thread_name.clone())
+                .spawn(move || {
+                    let worker = factory(i);
+                    worker_loop(&inner, worker, i, thread_name, shutdown_rx);
+                })?;
+            threads.push(handle);
+        }
+        *lock(&inner.threads) = threads;
+        Ok(JobQueue { inner })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.inner.name
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
+    pub fn stats(&self) -> &QueueStats {
+        &self.inner.stats
+    }
+
+    /// Jobs waiting for a worker.
+    pub fn depth(&self) -> usize {
+        self.inner.tx.len()
+    }
+
+    /// Workers running a job now.
+    pub fn busy(&self) -> usize {
+        self.inner.stats.busy.load(Ordering::Relaxed)
+    }
+
+    /// Worker threads still alive.
+    pub fn live_workers(&self) -> usize {
+        lock(&self.inner.threads)
+            .iter()
+            .filter(|t| !t.is_finished())
+            .count()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// What each worker is doing now.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        self.inner
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let current = lock(&slot.current).clone();
+                WorkerStatus {
+                    name: format!("{}-worker-{i}", self.inner.name),
+                    job_id: current.as_ref().map(|c| c.job_id),
+                    running_ms: current
+                        .as_ref()
+                        .map(|c| c.started.elapsed().as_millis() as u64),
+                    progress: current.map(|_| slot.progress.load(Ordering::Relaxed)),
+                }
+            })
+            .collect()
+    }
+
+    /// Seconds a refused client should wait: the time the workers need to
+    /// work through the queue ahead of it, at least 1.
+    pub fn retry_after_secs(&self) -> u64 {
+        let mean = self.inner.stats.mean_run().as_secs_f64();
+        let ahead = (self.depth() + 1) as f64;
+        let secs = (ahead * mean / self.inner.config.workers as f64).ceil();
+        (secs as u64).max(1)
+    }
+
+    /// Admits `job` and waits for its answer. Returns at once with 503 when
+    /// the queue is full or the pool is draining; with 504 when a deadline
+    /// passes. Dropping the returned future (client gone) cancels the job.
+    pub async fn run(
+        &self,
+        job: W::Job,
+        options: SubmitOptions,
+    ) -> Result<Completed<W::Output>, ApiError> {
+        let inner = &self.inner;
+        let job_id = Uuid::new_v4();
+        if self.is_draining() {
+            inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::ShuttingDown);
+        }
+        let budget = options
+            .timeout
+            .map_or(inner.config.timeout, |t| t.min(inner.config.timeout));
+        let now = Instant::now();
+        let deadline = now + budget;
+        let queue_deadline = now + inner.config.queue_timeout.min(budget);
+        let ticket = Ticket::new();
+        let (reply, answer) = oneshot::channel();
+        let envelope = Envelope {
+            job,
+            job_id,
+            enqueued_at: now,
+            queue_deadline,
+            deadline,
+            ticket: Arc::clone(&ticket),
+            reply,
+            span: tracing::Span::current(),
+        };
+        match inner.tx.try_send(envelope) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(ApiError::QueueFull {
+                    queue: inner.name,
+                    capacity: inner.config.queue_capacity,
+                    retry_after: self.retry_after_secs(),
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(ApiError::ShuttingDown),
+        }
+
+        let stats = &inner.stats;
+        let mut guard = CancelOnDrop {
+            ticket: Some(Arc::clone(&ticket)),
+            stats,
+        };
+        let mut answer = answer;
+        let queue_timer = tokio::time::sleep_until(queue_deadline.into());
+        let total_timer = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(queue_timer, total_timer);
+        let mut queue_timer_armed = queue_deadline < deadline;
+        loop {
+            tokio::select! {
+                biased;
+                reply = &mut answer => {
+                    let reply = match reply {
+                        // A job that stopped because its deadline passed
+                        // (the worker saw it first) is a timeout.
+                        Ok(Err(JobError::Cancelled)) if Instant::now() >= deadline => {
+                            Err(JobError::Timeout { budget_ms: budget.as_millis() as u64 })
+                        }
+                        Ok(reply) => reply,
+                        // The envelope was dropped unanswered: only a pool
+                        // that is shutting down does that.
+                        Err(_) => Err(JobError::ShuttingDown),
+                    };
+                    guard.finish(match &reply {
+                        Ok(_) => &stats.ok,
+                        Err(JobError::QueueTimeout { .. } | JobError::Timeout { .. }) => &stats.timeout,
+                        Err(JobError::ShuttingDown | JobError::Cancelled) => &stats.cancelled,
+                        Err(_) => &stats.failed,
+                    });
+                    return reply.map_err(|err| ApiError::job(job_id, err));
+                }
+                () = &mut queue_timer, if queue_timer_armed => {
+                    queue_timer_armed = false;
+                    if ticket.abandon_if_queued() {
+                        guard.finish(&stats.timeout);
+                        let waited_ms = now.elapsed().as_millis() as u64;
+                        return Err(ApiError::job(job_id, JobError::QueueTimeout { waited_ms }));
+                    }
+                    // Already running: keep waiting for it under the total budget.
+                }
+                () = &mut total_timer => {
+                    // A queued job never starts, a running one is told to stop.
+                    ticket.cancel();
+                    guard.finish(&stats.timeout);
+                    let err = if ticket.state.load(Ordering::Acquire) == RUNNING {
+                        JobError::Timeout { budget_ms: budget.as_millis() as u64 }
+                    } else {
+                        JobError::QueueTimeout { waited_ms: now.elapsed().as_millis() as u64 }
+                    };
+                    return Err(ApiError::job(job_id, err));
+                }
+            }
+        }
+    }
+
+    /// Stops admitting jobs, answers every queued job with 503 and tells the
+    /// workers to exit once their current job is done.
+    pub fn begin_drain(&self) {
+        if self.inner.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        drop(lock(&self.inner.shutdown_tx).take());
+        while let Ok(envelope) = self.inner.rx.try_recv() {
+            answer_unstarted(envelope, JobError::ShuttingDown);
+        }
+    }
+
+    /// Waits up to `grace` for running jobs to finish, cancels those still
+    /// running after it, and joins every worker thread.
+    pub fn join(&self, grace: Duration) {
+        self.begin_drain();
+        let deadline = Instant::now() + grace;
+        let threads = std::mem::take(&mut *lock(&self.inner.threads));
+        let mut cancelled = false;
+        for handle in threads {
+            while !handle.is_finished() {
+                if !cancelled && Instant::now() >= deadline {
+                    cancelled = true;
+                    for slot in &self.inner.slots {
+                        if let Some(current) = lock(&slot.current).as_ref() {
+                            current.ticket.cancel();
+                        }
+                    }
+                }
+                // Joining has no timeout in std; a short park between checks
+                // is the cheapest way to honour the grace deadline.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if handle.join().is_err() {
+                tracing::error!(
+                    queue = self.inner.name,
+                    "worker thread panicked outside a job"
+                );
+            }
+        }
+        // A submit that raced the drain may have slipped in after it.
+        while let Ok(envelope) = self.inner.rx.try_recv() {
+            answer_unstarted(envelope, JobError::ShuttingDown);
+        }
+    }
+}
+
+fn answer_unstarted<W: Worker>(envelope: Envelope<W>, err: JobError) {
+    if envelope.ticket.start() {
+        let _ = envelope.reply.send(Err(err));
+    }
+}
+
+fn worker_loop<W: Worker>(
+    inner: &Inner<W>,
+    mut worker: W,
+    index: usize,
+    name: String,
+    shutdown: Receiver<Never>,
+) {
+    let slot = Arc::clone(&inner.slots[index]);
+    loop {
+        let envelope = crossbeam_channel::select! {
+            recv(inner.rx) -> msg => match msg {
+                Ok(envelope) => envelope,
+                Err(_) => break,
+            },
+            recv(shutdown) -> _ => break,
+        };
+        if inner.draining.load(Ordering::Acquire) {
+            answer_unstarted(envelope, JobError::ShuttingDown);
+            continue;
+        }
+        run_one(inner, &mut worker, &slot, &name, envelope);
+    }
+    tracing::debug!(queue = inner.name, worker = %name, "worker thread exits");
+}
+
+fn run_one<W: Worker>(
+    inner: &Inner<W>,
+    worker: &mut W,
+    slot: &Arc<WorkerSlot>,
+    name: &str,
+    envelope: Envelope<W>,
+) {
+    let Envelope {
+        job,
+        job_id,
+        enqueued_at,
+        queue_deadline,
+        deadline,
+        ticket,
+        reply,
+        span,
+    } = envelope;
+    let _entered = span.enter();
+    let started = Instant::now();
+    let queue_ms = ms(started - enqueued_at);
+    // The caller gave up (deadline, disconnect) before we got here: the
+    // answer is already theirs to give, and the core stays free.
+    if !ticket.start() {
+        tracing::debug!(queue = inner.name, %job_id, queue_ms, "skipped abandoned job");
+        return;
+    }
+    if started >= queue_deadline {
+        let waited_ms = queue_ms as u64;
+        let _ = reply.send(Err(JobError::QueueTimeout { waited_ms }));
+        return;
+    }
+
+    inner.stats.busy.fetch_add(1, Ordering::Relaxed);
+    slot.progress.store(0, Ordering::Relaxed);
+    *lock(&slot.current) = Some(CurrentJob {
+        job_id,
+        started,
+        ticket: Arc::clone(&ticket),
+    });
+    let ctx = JobContext {
+        job_id,
+        deadline,
+        worker: name.to_string(),
+        ticket: Arc::clone(&ticket),
+        slot: Arc::clone(slot),
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| worker.process(job, &ctx)));
+    let finished = Instant::now();
+    *lock(&slot.current) = None;
+    inner.stats.busy.fetch_sub(1, Ordering::Relaxed);
+    let run = finished - started;
+    inner.stats.record_run(run);
+    let run_ms = ms(run);
+
+    let outcome: Reply<W::Output> = match result {
+        Ok(Ok(output)) => Ok(Completed {
+            job_id,
+            worker: name.to_string(),
+            output,
+            queue_ms,
+            run_ms,
+            total_ms: ms(finished - enqueued_at),
+        }),
+        Ok(Err(err)) => Err(err.into()),
+        Err(panic) => Err(JobError::Panicked(panic_message(&panic))),
+    };
+    let outcome_label = match &outcome {
+        Ok(_) => "ok",
+        Err(_) if ticket.is_cancelled() => "cancelled",
+        Err(_) if finished >= deadline => "timeout",
+        Err(_) => "failed",
+    };
+    match &outcome {
+        Err(JobError::Panicked(msg)) => {
+            tracing::error!(queue = inner.name, %job_id, worker = name, queue_ms, run_ms, outcome = outcome_label, "job panicked: {msg}")
+        }
+        _ => {
+            tracing::info!(queue = inner.name, %job_id, worker = name, queue_ms, run_ms, outcome = outcome_label, "job finished")
+        }
+    }
+    // The caller may be gone (deadline, disconnect): then nobody reads this.
+    let _ = reply.send(outcome);
+}
+
+fn panic_message(panic: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked (every
+/// critical section here is a single assignment or read).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pool on its own, with a test worker that reports each start on a
+    //! channel and blocks on a gate, so tests wait on signals, not sleeps.
+    //! Real OS threads do the work, so tokio time is never paused here.
+
+    use super::*;
+    use crossbeam_channel::{unbounded, Receiver, Sender};
+    use futures::FutureExt;
+
+    enum TestJob {
+        /// Reports start, then waits for the gate or cancellation.
+        Block(&'static str),
+        /// Reports start, then spins until cancelled and reports that.
+        Spin(&'static str),
+        Quick(&'static str),
+        Panic,
+    }
+
+    struct TestWorker {
+        started: Sender<&'static str>,
+        gate: Receiver<()>,
+        saw_cancel: Sender<&'static str>,
+    }
+
+    impl Worker for TestWorker {
+        type Job = TestJob;
+        type Output = &'static str;
+        type Error = JobError;
+
+        fn process(&mut self, job: TestJob, ctx: &JobContext) -> Result<&'static str, JobError> {
+            match job {
+                TestJob::Quick(name) => {
+                    self.started.send(name).unwrap();
+                    Ok(name)
+                }
+                TestJob::Block(name) => {
+                    self.started.send(name).unwrap();
+                    crossbeam_channel::select! {
+                        recv(self.gate) -> _ => Ok(name),
+                        recv(ctx.cancelled()) -> _ => Err(JobError::Cancelled),
+                    }
+                }
+                TestJob::Spin(name) => {
+                    self.started.send(name).unwrap();
+                    while !ctx.is_cancelled() {
+                        std::hint::spin_loop();
+                    }
+                    self.saw_cancel.send(name).unwrap();
+                    Err(JobError::Cancelled)
+                }
+                TestJob::Panic => panic!("boom"),
+            }
+        }
+    }
+
+    struct Harness {
+        queue: JobQueue<TestWorker>,
+        started: Receiver<&'static str>,
+        gate: Sender<()>,
+        saw_cancel: Receiver<&'static str>,
+    }
+
+    const SIGNAL: Duration = Duration::from_secs(5);
+
+    fn harness(workers: usize, capacity: usize, queue_timeout_ms: u64, timeout_ms: u64) -> Harness {
+        let (started_tx, started) = unbounded();
+        let (gate, gate_rx) = unbounded();
+        let (cancel_tx, saw_cancel) = unbounded();
+        let config = PoolConfig {
+            workers,
+            queue_capacity: capacity,
+            queue_timeout: Duration::from_millis(queue_timeout_ms),
+            timeout: Duration::from_millis(timeout_ms),
+        };
+        let queue = JobQueue::start("test", config, move |_| TestWorker {
+            started: started_tx.clone(),
+            gate: gate_rx.clone(),
+            saw_cancel: cancel_tx.clone(),
+        })
+        .unwrap();
+        Harness {
+            queue,
+            started,
+            gate,
+            saw_cancel,
+        }
+    }
+
+    impl Harness {
+        fn spawn(
+            &self,
+            job: TestJob,
+        ) -> tokio::task::JoinHandle<Result<Completed<&'static str>, ApiError>> {
+            let queue = self.queue.clone();
+            tokio::spawn(async move { queue.run(job, SubmitOptions::default()).await })
+        }
+
+        fn expect_start(&self, name: &str) {
+            let got = self
+                .started
+                .recv_timeout(SIGNAL)
+                .expect("a job should start");
+            assert_eq!(got, name, "expected {name} to start next");
+        }
+
+        /// Waits until `depth` jobs are queued (the submit tasks run
+        /// concurrently with the test).
+        async fn until_depth(&self, depth: usize) {
+            let deadline = Instant::now() + SIGNAL;
+            while self.queue.depth() != depth {
+                assert!(
+                    Instant::now() < deadline,
+                    "queue never reached depth {depth}"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_is_refused_on_the_first_poll_with_a_retry_after() {
+        let h = harness(1, 1, 5_000, 5_000);
+        let running = h.spawn(TestJob::Block("a"));
+        h.expect_start("a");
+        let queued = h.spawn(TestJob::Quick("b"));
+        h.until_depth(1).await;
+
+        let refused = h
+            .queue
+            .run(TestJob::Quick("c"), SubmitOptions::default())
+            .now_or_never()
+            .expect("a full queue must answer without waiting");
+        match refused {
+            Err(ApiError::QueueFull { retry_after, .. }) => assert!(retry_after >= 1),
+            other => panic!("expected QueueFull, got {other:?}"),
+        }
+        assert_eq!(h.queue.stats().rejected.load(Ordering::Relaxed), 1);
+
+        h.gate.send(()).unwrap();
+        assert_eq!(running.await.unwrap().unwrap().output, "a");
+        assert_eq!(queued.await.unwrap().unwrap().output, "b");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_past_its_queue_budget_gets_504_and_is_never_started() {
+        let h = harness(1, 4, 50, 5_000);
+        let running = h.spawn(TestJob::Block("a"));
+        h.expect_start("a");
+
+        let waited = h
+            .queue
+            .run(TestJob::Quick("late"), SubmitOptions::default())
+            .await;
+        match waited {
+            Err(ApiError::Job {
+                source: JobError::QueueTimeout { waited_ms },
+                ..
+            }) => assert!(waited_ms >= 50, "answered after {waited_ms} ms"),
+            other => panic!("expected a queue timeout, got {other:?}"),
+        }
+
+        h.gate.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        let next = h
+            .queue
+            .run(TestJob::Quick("next"), SubmitOptions::default())
+            .await;
+        assert_eq!(next.unwrap().output, "next");
+        h.expect_start("next");
+        assert!(
+            h.started.try_recv().is_err(),
+            "the abandoned job must not run"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_running_job_past_its_deadline_gets_504_and_is_told_to_stop() {
+        let h = harness(1, 4, 5_000, 5_000);
+        let options = SubmitOptions {
+            timeout: Some(Duration::from_millis(100)),
+        };
+        let result = h.queue.run(TestJob::Spin("spin"), options).await;
+        match result {
+            Err(ApiError::Job {
+                source: JobError::Timeout { budget_ms },
+                ..
+            }) => assert_eq!(budget_ms, 100),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert_eq!(h.saw_cancel.recv_timeout(SIGNAL), Ok("spin"));
+        assert_eq!(h.queue.stats().timeout.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_may_shorten_its_deadline_but_never_lengthen_it() {
+        let h = harness(1, 4, 200, 200);
+        let options = SubmitOptions {
+            timeout: Some(Duration::from_secs(60)),
+        };
+        let result = h.queue.run(TestJob::Spin("spin"), options).await;
+        assert!(
+            matches!(
+                &result,
+                Err(ApiError::Job {
+                    source: JobError::Timeout { budget_ms: 200 },
+                    ..
+                })
+            ),
+            "the server's 200 ms budget must win: {result:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_whose_caller_went_away_is_skipped_when_dequeued() {
+        let h = harness(1, 4, 5_000, 5_000);
+        let running = h.spawn(TestJob::Block("a"));
+        h.expect_start("a");
+        let gone = h.spawn(TestJob::Quick("gone"));
+        h.until_depth(1).await;
+        gone.abort();
+        assert!(gone.await.unwrap_err().is_cancelled());
+
+        h.gate.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        let next = h
+            .queue
+            .run(TestJob::Quick("next"), SubmitOptions::default())
+            .await;
+        assert_eq!(next.unwrap().output, "next");
+        h.expect_start("next");
+        assert_eq!(h.queue.stats().cancelled.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_running_job_whose_caller_went_away_is_cancelled() {
+        let h = harness(1, 4, 5_000, 5_000);
+        let spinning = h.spawn(TestJob::Spin("spin"));
+        h.expect_start("spin");
+        spinning.abort();
+        assert_eq!(h.saw_cancel.recv_timeout(SIGNAL), Ok("spin"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_job_costs_one_answer_and_not_the_thread() {
+        let h = harness(1, 4, 5_000, 5_000);
+        let result = h.queue.run(TestJob::Panic, SubmitOptions::default()).await;
+        match result {
+            Err(ApiError::Job {
+                source: JobError::Panicked(msg),
+                ..
+            }) => assert_eq!(msg, "boom"),
+            other => panic!("expected a panic report, got {other:?}"),
+        }
+        let next = h
+            .queue
+            .run(TestJob::Quick("after"), SubmitOptions::default())
+            .await;
+        let next = next.expect("the same thread serves the next job");
+        assert_eq!(next.worker, "test-worker-0");
+        assert_eq!(h.queue.live_workers(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn draining_answers_queued_jobs_503_refuses_new_ones_and_lets_running_ones_finish() {
+        let h = harness(1, 4, 5_000, 5_000);
+        let running = h.spawn(TestJob::Block("a"));
+        h.expect_start("a");
+        let queued = h.spawn(TestJob::Quick("b"));
+        h.until_depth(1).await;
+
+        h.queue.begin_drain();
+        assert!(matches!(
+            queued.await.unwrap(),
+            Err(ApiError::Job {
+                source: JobError::ShuttingDown,
+                ..
+            })
+        ));
+        assert!(matches!(
+            h.queue
+                .run(TestJob::Quick("c"), SubmitOptions::default())
+                .await,
+            Err(ApiError::ShuttingDown)
+        ));
+        h.gate.send(()).unwrap();
+        assert_eq!(running.await.unwrap().unwrap().output, "a");
+        let queue = h.queue.clone();
+        tokio::task::spawn_blocking(move || queue.join(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(h.queue.live_workers(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn join_cancels_jobs_still_running_when_the_grace_period_ends() {
+        let h = harness(1, 4, 5_000, 60_000);
+        let spinning = h.spawn(TestJob::Spin("spin"));
+        h.expect_start("spin");
+        let queue = h.queue.clone();
+        tokio::task::spawn_blocking(move || queue.join(Duration::from_millis(50)))
+            .await
+            .unwrap();
+        assert_eq!(h.saw_cancel.try_recv(), Ok("spin"));
+        assert!(spinning.await.unwrap().is_err());
+    }
+
+    #[test]
+    fn retry_after_grows_with_the_queue_ahead_and_shrinks_with_workers() {
+        let h = harness(2, 8, 5_000, 5_000);
+        h.queue.inner.stats.record_run(Duration::from_secs(3));
+        // Empty queue: one job ahead (the caller's own) over 2 workers.
+        assert_eq!(h.queue.retry_after_secs(), 2);
+    }
+}

@@ -1,0 +1,70 @@
+//! `POST /jobs/message`: a message job, answered when a message worker has
+//! run it.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::queue::SubmitOptions;
+use crate::state::AppState;
+use crate::workers::message::{MessageJob, MessageOutput, MAX_WORK_MS};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageRequest {
+    pub text: String,
+    /// CPU time the job should spend, in milliseconds (default 0).
+    #[serde(default)]
+    pub work_ms: u64,
+    /// A deadline shorter than the server's `MESSAGE_TIMEOUT_MS`.
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MessageResponse {
+    pub job_id: Uuid,
+    pub worker: String,
+    pub result: MessageOutput,
+    pub queue_ms: f64,
+    pub run_ms: f64,
+    pub total_ms: f64,
+}
+
+impl MessageRequest {
+    pub fn into_job(self) -> Result<(MessageJob, SubmitOptions), ApiError> {
+        if self.work_ms > MAX_WORK_MS {
+            return Err(ApiError::Invalid(format!(
+                "work_ms must be at most {MAX_WORK_MS}"
+            )));
+        }
+        let options = SubmitOptions {
+            timeout: super::timeout_from(self.timeout_ms)?,
+        };
+        let job = MessageJob {
+            text: self.text,
+            work: Duration::from_millis(self.work_ms),
+        };
+        Ok((job, options))
+    }
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<MessageRequest>,
+) -> Result<Json<MessageResponse>, ApiError> {
+    let (job, options) = request.into_job()?;
+    let done = state.message.run(job, options).await?;
+    Ok(Json(MessageResponse {
+        job_id: done.job_id,
+        worker: done.worker,
+        result: done.output,
+        queue_ms: done.queue_ms,
+        run_ms: done.run_ms,
+        total_ms: done.total_ms,
+    }))
+}

@@ -1,0 +1,138 @@
+//! HTTP in: the router, and the middleware that owns cross-cutting concerns.
+//!
+//! ```text
+//! request ─▶ request id ─▶ trace ─▶ catch panic ─┬─▶ /livez /readyz /status   (never limited)
+//!                                                 └─▶ rate limit ─▶ body limit ─▶ /jobs/*, /multiThread
+//! ```
+//!
+//! Job routes sit behind the per-IP rate limiter and a body limit; health and
+//! status routes sit outside both, so probes stay cheap and are never
+//! throttled under load. Unknown routes and methods answer in the JSON error
+//! shape, and a panicking handler costs one 500, not the connection.
+
+mod health;
+mod legacy;
+mod message;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, Response};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::PeerIpKeyExtractor;
+use tower_governor::{GovernorError, GovernorLayer};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::RateLimitConfig;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole application router. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: the rate limiter
+/// keys on the peer address.
+pub fn router(state: AppState) -> Router {
+    let mut jobs = Router::new()
+        .route("/jobs/message", post(message::submit))
+        .route("/multiThread", post(legacy::multi_thread))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
+    if let Some(governor) = rate_limiter(&state.config.rate_limit) {
+        jobs = jobs.layer(governor);
+    }
+
+    let probes = Router::new()
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/status", get(health::status));
+
+    Router::new()
+        .merge(jobs)
+        .merge(probes)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("the request handler panicked".into()).into_response()
+        }))
+        .layer(
+            // Failures are logged where they are understood (ApiError):
+            // an expected 503 or 504 is not an error worth a log line.
+            TraceLayer::new_for_http().on_failure(()).make_span_with(|req: &Request| {
+                let request_id = req
+                    .headers()
+                    .get(REQUEST_ID_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+}
+
+type Governor = GovernorLayer<PeerIpKeyExtractor, governor::middleware::NoOpMiddleware, Body>;
+
+/// The per-IP limiter, or `None` when limiting is off. Its keyed state is
+/// pruned once a minute so that a stream of new addresses cannot grow it
+/// without bound.
+fn rate_limiter(limit: &RateLimitConfig) -> Option<Governor> {
+    if !limit.enabled() {
+        return None;
+    }
+    // tower_governor takes a replenish *period*: one token per period.
+    let period = Duration::from_nanos(60_000_000_000 / u64::from(limit.per_minute));
+    let config = Arc::new(
+        GovernorConfigBuilder::default()
+            .period(period)
+            .burst_size(limit.burst)
+            .finish()?,
+    );
+    let limiter = Arc::clone(config.limiter());
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                limiter.retain_recent();
+            }
+        });
+    }
+    Some(GovernorLayer::new(config).error_handler(governor_error))
+}
+
+fn governor_error(err: GovernorError) -> Response<Body> {
+    match err {
+        GovernorError::TooManyRequests { wait_time, .. } => ApiError::RateLimited {
+            retry_after: wait_time.max(1),
+        },
+        GovernorError::UnableToExtractKey => {
+            ApiError::Internal("cannot tell the client's address for rate limiting".into())
+        }
+        GovernorError::Other { msg, .. } => ApiError::Internal(msg.unwrap_or_default()),
+    }
+    .into_response()
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!("{} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Shared by job handlers: a caller may shorten a deadline, never lengthen it.
+pub(crate) fn timeout_from(timeout_ms: Option<u64>) -> Result<Option<Duration>, ApiError> {
+    match timeout_ms {
+        Some(0) => Err(ApiError::Invalid("timeout_ms must be at least 1".into())),
+        other => Ok(other.map(Duration::from_millis)),
+    }
+}

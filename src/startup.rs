@@ -1,0 +1,112 @@
+//! Start and stop: [`Application`] binds the listener, starts the worker
+//! pools and serves until a shutdown signal, then drains.
+//!
+//! The same `Application` runs in production (`main.rs`) and in the
+//! end-to-end tests (bound to `127.0.0.1:0`, stopped by a oneshot instead of
+//! a signal).
+//!
+//! Shutdown, in order: stop admitting jobs (new ones get 503) and answer the
+//! queued ones with 503; stop accepting connections; let running jobs finish
+//! within `SHUTDOWN_GRACE_MS`, then cancel what still runs; join the worker
+//! threads; return.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::routes::router;
+use crate::state::AppState;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds `config.bind_addr` and starts every worker pool.
+    pub async fn build(config: Config) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.bind_addr).await?;
+        let state = AppState::start(config)?;
+        Ok(Application { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains as described above.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Application { listener, state } = self;
+        let grace = state.config.shutdown_grace;
+        let (joined_tx, joined_rx) = tokio::sync::oneshot::channel();
+        let drainer = state.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "shutting down: draining"
+            );
+            drainer.begin_drain();
+            // The grace clock starts now, alongside the HTTP drain, so a job
+            // that overruns it is cancelled and its handler can answer.
+            let joiner = drainer.clone();
+            let join = tokio::task::spawn_blocking(move || joiner.join(grace));
+            let _ = joined_tx.send(join);
+        };
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await?;
+        match joined_rx.await {
+            Ok(join) => {
+                if let Err(e) = join.await {
+                    tracing::error!("joining worker pools failed: {e}");
+                }
+            }
+            // Serving ended without a signal (listener error): still join.
+            Err(_) => {
+                let joiner = state.clone();
+                let _ = tokio::task::spawn_blocking(move || joiner.join(grace)).await;
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
