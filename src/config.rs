@@ -11,6 +11,7 @@
 //! `<TYPE>_QUEUE_CAPACITY`, `<TYPE>_TIMEOUT_MS`, `<TYPE>_QUEUE_TIMEOUT_MS`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -31,6 +32,28 @@ pub const DEFAULT_RATE_LIMIT_BURST: u32 = 50;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// Largest JSON body accepted on job routes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Jobs that may wait per PDF worker before new ones get 503.
+pub const DEFAULT_PDF_QUEUE_PER_WORKER: usize = 4;
+/// Total time a PDF job may take, queue wait included.
+pub const DEFAULT_PDF_TIMEOUT_MS: u64 = 60_000;
+/// Resolution used when a request names none.
+pub const DEFAULT_PDF_DPI: u32 = 200;
+/// Highest resolution a request may ask for.
+pub const DEFAULT_PDF_MAX_DPI: u32 = 600;
+/// Most pages one job may render.
+pub const DEFAULT_PDF_MAX_PAGES: u32 = 1_000;
+/// Most pixels one rendered page may have (checked before rendering):
+/// 40 MP holds an A4 page at 600 dpi (35 MP) and refuses poster-sized pages.
+pub const DEFAULT_PDF_MAX_PIXELS: u64 = 40_000_000;
+/// Largest PDF upload accepted.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 100 * 1024 * 1024;
+/// Jobs a renderer process serves before it is replaced by a fresh one.
+pub const DEFAULT_PDF_RENDERER_MAX_JOBS: u32 = 500;
+/// Resident memory above which a renderer is replaced after its job.
+pub const DEFAULT_PDF_RENDERER_MAX_RSS_MB: u64 = 512;
+/// Address-space cap of a renderer process (`RLIMIT_AS`); a render that
+/// needs more fails that one job instead of exhausting the machine.
+pub const DEFAULT_PDF_RENDERER_MEMORY_LIMIT_MB: u64 = 4096;
 
 /// One worker type's pool and queue settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -72,11 +95,78 @@ impl RateLimitConfig {
     }
 }
 
+/// The PDF worker type: its pool, its limits, and its renderer processes.
+#[derive(Clone, Debug, Serialize)]
+pub struct PdfConfig {
+    pub pool: PoolConfig,
+    pub default_dpi: u32,
+    pub max_dpi: u32,
+    pub max_pages: u32,
+    pub max_pixels: u64,
+    pub max_upload_bytes: usize,
+    /// Folder whose files `{"path": ...}` requests may name.
+    pub data_dir: PathBuf,
+    /// Folder renders are written to, one sub-folder per job.
+    pub out_dir: PathBuf,
+    /// `libpdfium.so`, or a folder holding it. `None`: the copy fetched at build.
+    pub pdfium_lib_path: Option<PathBuf>,
+    /// Program run as the renderer (`<exe> --renderer`). `None`: this binary.
+    pub renderer_exe: Option<PathBuf>,
+    pub renderer_max_jobs: u32,
+    pub renderer_max_rss_mb: u64,
+    pub renderer_memory_limit_mb: u64,
+}
+
+impl PdfConfig {
+    /// The library to load: the configured path (a file, or a folder holding
+    /// `libpdfium.so`), else the copy the build fetched.
+    pub fn pdfium_library(&self) -> PathBuf {
+        let name = "libpdfium.so";
+        match &self.pdfium_lib_path {
+            Some(path) if path.is_dir() => path.join(name),
+            Some(path) => path.clone(),
+            None => PathBuf::from(option_env!("JOBSERVER_DEFAULT_PDFIUM_DIR").unwrap_or(".pdfium"))
+                .join(name),
+        }
+    }
+}
+
+/// Cores this process may use, 1 if unknown.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Default for PdfConfig {
+    fn default() -> Self {
+        let workers = available_cores();
+        PdfConfig {
+            pool: PoolConfig::new(
+                workers,
+                workers * DEFAULT_PDF_QUEUE_PER_WORKER,
+                Duration::from_millis(DEFAULT_PDF_TIMEOUT_MS),
+            ),
+            default_dpi: DEFAULT_PDF_DPI,
+            max_dpi: DEFAULT_PDF_MAX_DPI,
+            max_pages: DEFAULT_PDF_MAX_PAGES,
+            max_pixels: DEFAULT_PDF_MAX_PIXELS,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            data_dir: PathBuf::from("data"),
+            out_dir: PathBuf::from("out"),
+            pdfium_lib_path: None,
+            renderer_exe: None,
+            renderer_max_jobs: DEFAULT_PDF_RENDERER_MAX_JOBS,
+            renderer_max_rss_mb: DEFAULT_PDF_RENDERER_MAX_RSS_MB,
+            renderer_memory_limit_mb: DEFAULT_PDF_RENDERER_MEMORY_LIMIT_MB,
+        }
+    }
+}
+
 /// Everything the server needs to start.
 #[derive(Clone, Debug, Serialize)]
 pub struct Config {
     pub bind_addr: SocketAddr,
     pub message: PoolConfig,
+    pub pdf: PdfConfig,
     pub rate_limit: RateLimitConfig,
     pub shutdown_grace: Duration,
     pub max_body_bytes: usize,
@@ -93,6 +183,7 @@ impl Default for Config {
                 DEFAULT_MESSAGE_QUEUE_CAPACITY,
                 Duration::from_millis(DEFAULT_MESSAGE_TIMEOUT_MS),
             ),
+            pdf: PdfConfig::default(),
             rate_limit: RateLimitConfig {
                 per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
                 burst: DEFAULT_RATE_LIMIT_BURST,
@@ -135,6 +226,28 @@ impl Config {
         let mut config = Config::default();
         env.parse("BIND_ADDR", &mut config.bind_addr)?;
         env.pool("MESSAGE", &mut config.message)?;
+        let pdf = &mut config.pdf;
+        let default_workers = pdf.pool.workers;
+        env.pool("PDF", &mut pdf.pool)?;
+        if pdf.pool.workers != default_workers && (lookup)("PDF_QUEUE_CAPACITY").is_none() {
+            pdf.pool.queue_capacity = pdf.pool.workers * DEFAULT_PDF_QUEUE_PER_WORKER;
+        }
+        env.parse("PDF_DEFAULT_DPI", &mut pdf.default_dpi)?;
+        env.parse("PDF_MAX_DPI", &mut pdf.max_dpi)?;
+        env.parse("PDF_MAX_PAGES", &mut pdf.max_pages)?;
+        env.parse("PDF_MAX_PIXELS", &mut pdf.max_pixels)?;
+        env.parse("MAX_UPLOAD_BYTES", &mut pdf.max_upload_bytes)?;
+        env.parse("DATA_DIR", &mut pdf.data_dir)?;
+        env.parse("OUT_DIR", &mut pdf.out_dir)?;
+        if let Some(path) = (lookup)("PDFIUM_LIB_PATH").filter(|p| !p.is_empty()) {
+            pdf.pdfium_lib_path = Some(PathBuf::from(path));
+        }
+        env.parse("PDF_RENDERER_MAX_JOBS", &mut pdf.renderer_max_jobs)?;
+        env.parse("PDF_RENDERER_MAX_RSS_MB", &mut pdf.renderer_max_rss_mb)?;
+        env.parse(
+            "PDF_RENDERER_MEMORY_LIMIT_MB",
+            &mut pdf.renderer_memory_limit_mb,
+        )?;
         env.parse("RATE_LIMIT_PER_MINUTE", &mut config.rate_limit.per_minute)?;
         env.parse("RATE_LIMIT_BURST", &mut config.rate_limit.burst)?;
         env.millis("SHUTDOWN_GRACE_MS", &mut config.shutdown_grace)?;
@@ -146,6 +259,29 @@ impl Config {
     /// Refuses values the server cannot run with, naming the variable.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_pool("MESSAGE", &self.message)?;
+        validate_pool("PDF", &self.pdf.pool)?;
+        let pdf = &self.pdf;
+        if pdf.max_dpi == 0 {
+            return Err(ConfigError::new("PDF_MAX_DPI", 0, "must be at least 1"));
+        }
+        if pdf.default_dpi == 0 || pdf.default_dpi > pdf.max_dpi {
+            return Err(ConfigError::new(
+                "PDF_DEFAULT_DPI",
+                pdf.default_dpi,
+                format!("must be between 1 and PDF_MAX_DPI ({})", pdf.max_dpi),
+            ));
+        }
+        for (var, value) in [
+            ("PDF_MAX_PAGES", u64::from(pdf.max_pages)),
+            ("PDF_MAX_PIXELS", pdf.max_pixels),
+            ("MAX_UPLOAD_BYTES", pdf.max_upload_bytes as u64),
+            ("PDF_RENDERER_MAX_JOBS", u64::from(pdf.renderer_max_jobs)),
+            ("PDF_RENDERER_MAX_RSS_MB", pdf.renderer_max_rss_mb),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(var, 0, "must be at least 1"));
+            }
+        }
         if self.rate_limit.enabled() && self.rate_limit.burst == 0 {
             return Err(ConfigError::new(
                 "RATE_LIMIT_BURST",
@@ -288,6 +424,22 @@ mod tests {
         assert_eq!(c.message.queue_timeout, Duration::from_millis(1000));
         let err = from(&[("MESSAGE_QUEUE_TIMEOUT_MS", "60000")]).unwrap_err();
         assert_eq!(err.var, "MESSAGE_QUEUE_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn pdf_workers_default_to_the_cores_and_the_queue_follows_the_workers() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.pdf.pool.workers, available_cores());
+        let c = from(&[("PDF_WORKERS", "3")]).unwrap();
+        assert_eq!(c.pdf.pool.queue_capacity, 3 * DEFAULT_PDF_QUEUE_PER_WORKER);
+        let c = from(&[("PDF_WORKERS", "3"), ("PDF_QUEUE_CAPACITY", "1")]).unwrap();
+        assert_eq!(c.pdf.pool.queue_capacity, 1);
+    }
+
+    #[test]
+    fn a_default_dpi_above_the_maximum_is_refused() {
+        let err = from(&[("PDF_MAX_DPI", "100")]).unwrap_err();
+        assert_eq!(err.var, "PDF_DEFAULT_DPI");
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("no route for {0}")]
+    #[error("not found: {0}")]
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,

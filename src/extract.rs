@@ -34,3 +34,23 @@ impl From<JsonRejection> for ApiError {
         }
     }
 }
+
+/// `axum::extract::Query<T>` with [`ApiError`] rejections (400).
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+/// Maps a body-reading failure: over the route's limit → 413, else 400.
+pub fn body_error(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(text)
+    } else {
+        ApiError::BadRequest(text)
+    }
+}

@@ -13,6 +13,8 @@
 //!   deadlines (→ 504) and runs the worker threads' loop.
 //! * [`workers`]: the engines, one module per worker type, each a plain
 //!   synchronous `process`.
+//! * [`render`]: the pdfium renderer processes the PDF workers drive, and
+//!   the pipe protocol between them.
 //! * [`error`]: the way out. One error enum, one JSON shape, one status map.
 //! * [`config`], [`state`], [`startup`], [`telemetry`]: configuration from
 //!   the environment, the handles handlers share, start and graceful
@@ -22,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod queue;
+pub mod render;
 pub mod routes;
 pub mod startup;
 pub mod state;

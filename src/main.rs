@@ -5,8 +5,22 @@ use std::process::ExitCode;
 use jobserver::config::Config;
 use jobserver::startup::{shutdown_signal, Application};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Renderer mode: a child process of the server, speaking frames on
+    // stdin/stdout (so nothing else may print to stdout).
+    if std::env::args().nth(1).as_deref() == Some("--renderer") {
+        std::process::exit(jobserver::render::child::main());
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(serve()),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> ExitCode {
     jobserver::telemetry::init();
     let config = match Config::from_env() {
         Ok(config) => config,

@@ -7,12 +7,17 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::queue::JobQueue;
+use crate::render::process::RendererSpec;
 use crate::workers::message::MessageWorker;
+use crate::workers::pdf::{EngineStatus, PdfSettings, PdfWorker};
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub message: JobQueue<MessageWorker>,
+    pub pdf: JobQueue<PdfWorker>,
+    /// pdfium's availability and renderer counters.
+    pub engine: Arc<EngineStatus>,
     draining: Arc<AtomicBool>,
     pub started: Instant,
 }
@@ -21,9 +26,34 @@ impl AppState {
     /// Starts every worker pool.
     pub fn start(config: Config) -> std::io::Result<Self> {
         let message = JobQueue::start("message", config.message.clone(), |_| MessageWorker)?;
+        std::fs::create_dir_all(&config.pdf.out_dir)?;
+        let exe = match &config.pdf.renderer_exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe()?,
+        };
+        let settings = Arc::new(PdfSettings {
+            renderer: RendererSpec {
+                exe,
+                library: config.pdf.pdfium_library(),
+                memory_limit_bytes: config.pdf.renderer_memory_limit_mb * 1024 * 1024,
+                max_payload_bytes: config.pdf.max_upload_bytes as u64,
+            },
+            out_dir: config.pdf.out_dir.clone(),
+            max_pages: config.pdf.max_pages,
+            max_pixels: config.pdf.max_pixels,
+            renderer_max_jobs: config.pdf.renderer_max_jobs,
+            renderer_max_rss_bytes: config.pdf.renderer_max_rss_mb * 1024 * 1024,
+        });
+        let engine = Arc::new(EngineStatus::default());
+        let pdf_engine = Arc::clone(&engine);
+        let pdf = JobQueue::start("pdf", config.pdf.pool.clone(), move |_| {
+            PdfWorker::new(Arc::clone(&settings), Arc::clone(&pdf_engine))
+        })?;
         Ok(AppState {
             config: Arc::new(config),
             message,
+            pdf,
+            engine,
             draining: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
         })
@@ -33,6 +63,7 @@ impl AppState {
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Release);
         self.message.begin_drain();
+        self.pdf.begin_drain();
     }
 
     pub fn is_draining(&self) -> bool {
@@ -43,6 +74,9 @@ impl AppState {
     /// every worker thread. Blocking: call it off the async runtime.
     pub fn join(&self, grace: Duration) {
         self.begin_drain();
+        let deadline = Instant::now() + grace;
         self.message.join(grace);
+        self.pdf
+            .join(deadline.saturating_duration_since(Instant::now()));
     }
 }

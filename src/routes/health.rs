@@ -35,6 +35,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_draining() {
         failed.push(json!({"check": "draining", "message": "server is shutting down"}));
     }
+    if let Some(reason) = state.engine.unavailable() {
+        failed.push(json!({"check": "pdfium", "queue": "pdf", "message": reason}));
+    }
     for pool in pools(&state) {
         if pool["live_workers"] == 0 {
             failed.push(json!({"check": "workers", "queue": pool["queue"], "message": "no live worker threads"}));
@@ -60,11 +63,21 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         "uptime_s": state.started.elapsed().as_secs(),
         "draining": state.is_draining(),
         "queues": pools(&state),
+        "pdf_engine": {
+            "available": state.engine.unavailable().is_none(),
+            "unavailable_reason": state.engine.unavailable(),
+            "renderers_started": state.engine.renderers_started.load(std::sync::atomic::Ordering::Relaxed),
+            "renderer_crashes": state.engine.renderer_crashes.load(std::sync::atomic::Ordering::Relaxed),
+            "renderer_kills": state.engine.renderer_kills.load(std::sync::atomic::Ordering::Relaxed),
+            "renderer_recycles": state.engine.renderer_recycles.load(std::sync::atomic::Ordering::Relaxed),
+            "pages_rendered": state.engine.pages_rendered.load(std::sync::atomic::Ordering::Relaxed),
+            "bytes_written": state.engine.bytes_written.load(std::sync::atomic::Ordering::Relaxed),
+        },
     }))
 }
 
 fn pools(state: &AppState) -> Vec<Value> {
-    vec![pool_status(&state.message)]
+    vec![pool_status(&state.message), pool_status(&state.pdf)]
 }
 
 fn pool_status<W: Worker>(queue: &JobQueue<W>) -> Value {

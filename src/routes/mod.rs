@@ -13,6 +13,7 @@
 mod health;
 mod legacy;
 mod message;
+mod pdf;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +44,14 @@ pub fn router(state: AppState) -> Router {
     let mut jobs = Router::new()
         .route("/jobs/message", post(message::submit))
         .route("/multiThread", post(legacy::multi_thread))
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        // Uploads get their own, larger limit.
+        .merge(
+            Router::new()
+                .route("/jobs/pdf", post(pdf::submit))
+                .layer(DefaultBodyLimit::max(state.config.pdf.max_upload_bytes)),
+        )
+        .route("/jobs/{job_id}/pages/{page}", get(pdf::page));
     if let Some(governor) = rate_limiter(&state.config.rate_limit) {
         jobs = jobs.layer(governor);
     }
@@ -122,7 +130,11 @@ fn governor_error(err: GovernorError) -> Response<Body> {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::NotFound(format!("{} {}", req.method(), req.uri().path()))
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 async fn method_not_allowed() -> ApiError {

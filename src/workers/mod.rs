@@ -6,3 +6,4 @@
 //! [`crate::routes`] turn HTTP requests into their jobs.
 
 pub mod message;
+pub mod pdf;

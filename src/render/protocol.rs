@@ -1,0 +1,195 @@
+//! Frames exchanged between a PDF worker thread and its renderer process.
+//!
+//! A frame is a little-endian `u32` length and that many bytes of JSON (the
+//! header), then a little-endian `u64` length and that many raw bytes (the
+//! payload, empty for most frames). JSON keeps the headers debuggable; the
+//! payload carries an uploaded PDF without base64 or temporary files.
+//!
+//! Down (worker → renderer): [`Request`], one per job. Up (renderer →
+//! worker): [`Event`]s: `Ready` once at start, then per job `Opened`, one
+//! `Page` per written page, and `Done` or `Failed`.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Largest header accepted; headers are small JSON objects.
+pub const MAX_HEADER_BYTES: u32 = 1 << 20;
+
+/// Where the renderer reads the PDF from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A file the server may read (under `DATA_DIR`).
+    File(PathBuf),
+    /// The frame's payload.
+    Payload,
+}
+
+/// One job for a renderer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub source: Source,
+    pub password: Option<String>,
+    pub dpi: u32,
+    /// 1-based page numbers to render, ascending; `None` renders all.
+    pub pages: Option<Vec<(u32, Option<u32>)>>,
+    /// Folder the pages are written to (created by the worker).
+    pub out_dir: PathBuf,
+    pub max_pages: u32,
+    pub max_pixels: u64,
+}
+
+/// Why a job failed inside the renderer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailKind {
+    /// Not a readable PDF (truncated, random bytes, ...).
+    Format,
+    /// Encrypted, and no password or the wrong one was given.
+    Password,
+    /// Readable, but past a limit (pages, pixels) or asking for pages it lacks.
+    Limit,
+    /// The renderer could not do its part (I/O, pdfium internal error).
+    Engine,
+}
+
+/// A page written to disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageInfo {
+    /// 1-based page number.
+    pub page: u32,
+    pub width: u32,
+    pub height: u32,
+    /// Size of the PNG file.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// pdfium is loaded; the renderer takes requests.
+    Ready {
+        pid: u32,
+    },
+    /// The document opened: its page count and how many will be rendered.
+    Opened {
+        page_count: u32,
+        rendering: u32,
+    },
+    Page(PageInfo),
+    Done,
+    Failed {
+        kind: FailKind,
+        message: String,
+    },
+}
+
+/// Writes one frame and flushes it.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, header: &T, payload: &[u8]) -> io::Result<()> {
+    let json = serde_json::to_vec(header)?;
+    let len = u32::try_from(json.len())
+        .ok()
+        .filter(|&n| n <= MAX_HEADER_BYTES)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame header too large"))?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(&json)?;
+    w.write_all(&(payload.len() as u64).to_le_bytes())?;
+    w.write_all(payload)?;
+    w.flush()
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream before a frame.
+/// `max_payload` bounds what a peer can make this side allocate.
+pub fn read_frame<T: DeserializeOwned>(
+    r: &mut impl Read,
+    max_payload: u64,
+) -> io::Result<Option<(T, Vec<u8>)>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len);
+    if len > MAX_HEADER_BYTES {
+        return Err(invalid(format!(
+            "frame header of {len} bytes exceeds the limit"
+        )));
+    }
+    let mut json = vec![0u8; len as usize];
+    r.read_exact(&mut json)?;
+    let header =
+        serde_json::from_slice(&json).map_err(|e| invalid(format!("bad frame header: {e}")))?;
+    let mut plen = [0u8; 8];
+    r.read_exact(&mut plen)?;
+    let plen = u64::from_le_bytes(plen);
+    if plen > max_payload {
+        return Err(invalid(format!(
+            "frame payload of {plen} bytes exceeds the limit"
+        )));
+    }
+    let mut payload = Vec::new();
+    r.take(plen).read_to_end(&mut payload)?;
+    if payload.len() as u64 != plen {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "truncated frame payload",
+        ));
+    }
+    Ok(Some((header, payload)))
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_round_trips_with_its_payload() {
+        let request = Request {
+            source: Source::Payload,
+            password: Some("pw".into()),
+            dpi: 150,
+            pages: Some(vec![(1, Some(3)), (7, None)]),
+            out_dir: "out/x".into(),
+            max_pages: 10,
+            max_pixels: 100,
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &request, b"%PDF-1.7").unwrap();
+        write_frame(&mut buf, &Event::Done, &[]).unwrap();
+        let mut r = &buf[..];
+        let (back, payload): (Request, _) = read_frame(&mut r, 1 << 20).unwrap().unwrap();
+        assert_eq!(back, request);
+        assert_eq!(payload, b"%PDF-1.7");
+        let (event, _): (Event, _) = read_frame(&mut r, 0).unwrap().unwrap();
+        assert_eq!(event, Event::Done);
+        assert!(
+            read_frame::<Event>(&mut r, 0).unwrap().is_none(),
+            "clean end"
+        );
+    }
+
+    #[test]
+    fn a_truncated_or_oversized_frame_is_an_error_not_a_panic() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Event::Done, b"abcdef").unwrap();
+        for cut in 1..buf.len() {
+            assert!(
+                read_frame::<Event>(&mut &buf[..cut], 1 << 20).is_err(),
+                "cut at {cut}"
+            );
+        }
+        assert!(
+            read_frame::<Event>(&mut &buf[..], 3).is_err(),
+            "payload over the limit"
+        );
+        let huge = (MAX_HEADER_BYTES + 1).to_le_bytes();
+        assert!(read_frame::<Event>(&mut &huge[..], 0).is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! The HTTP contract: one JSON error shape for every error status, the
+//! seed's `/multiThread` shape, rate limiting, request ids and probes.
+
+use jobserver::config::RateLimitConfig;
+use serde_json::{json, Value};
+
+use crate::helpers::{error_code, spawn_app, test_config};
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let app = spawn_app(test_config()).await;
+    let response = app
+        .client
+        .post(app.url("/jobs/message"))
+        .header("content-type", "application/json")
+        .body("{\"text\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(error_code(response).await, "malformed_json");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_415() {
+    let app = spawn_app(test_config()).await;
+    let response = app
+        .client
+        .post(app.url("/jobs/message"))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    assert_eq!(error_code(response).await, "unsupported_media_type");
+}
+
+#[tokio::test]
+async fn json_of_the_wrong_shape_or_out_of_range_is_422() {
+    let app = spawn_app(test_config()).await;
+    for body in [
+        json!({"work_ms": 5}),
+        json!({"text": 3}),
+        json!({"text": "x", "surprise": true}),
+        json!({"text": "x", "work_ms": 10_000_000}),
+        json!({"text": "x", "timeout_ms": 0}),
+    ] {
+        let response = app.message(body.clone()).await;
+        assert_eq!(response.status(), 422, "for {body}");
+        assert_eq!(error_code(response).await, "invalid_input");
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let mut config = test_config();
+    config.max_body_bytes = 1024;
+    let app = spawn_app(config).await;
+    let response = app.message(json!({"text": "x".repeat(4096)})).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(error_code(response).await, "payload_too_large");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_the_error_shape() {
+    let app = spawn_app(test_config()).await;
+    let response = app.client.get(app.url("/nope")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(error_code(response).await, "not_found");
+    let response = app
+        .client
+        .get(app.url("/jobs/message"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(error_code(response).await, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn multi_thread_answers_in_the_seed_shape() {
+    let app = spawn_app(test_config()).await;
+    let response = app
+        .post_json("/multiThread", json!({"data": "abc", "jobType": "message"}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let result = &body["data"]["result"];
+    assert!(body["data"]["id"].is_string());
+    assert_eq!(result["errCode"], "");
+    assert_eq!(result["err"], "");
+    assert_eq!(result["data"], "ABC");
+    assert_eq!(result["workerName"], "message-worker-0");
+    for key in ["dequeueElapsedMs", "processElapsedMs", "totalElapsedMs"] {
+        assert!(result[key].is_number(), "{key} missing in {body}");
+    }
+}
+
+#[tokio::test]
+async fn multi_thread_refuses_an_unknown_job_type_with_422() {
+    let app = spawn_app(test_config()).await;
+    let response = app
+        .post_json(
+            "/multiThread",
+            json!({"data": "abc", "jobType": "teleport"}),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(error_code(response).await, "invalid_input");
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after_and_probes_are_never_limited() {
+    let mut config = test_config();
+    config.rate_limit = RateLimitConfig {
+        per_minute: 1,
+        burst: 2,
+    };
+    let app = spawn_app(config).await;
+    for _ in 0..2 {
+        assert_eq!(app.message(json!({"text": "ok"})).await.status(), 200);
+    }
+    let limited = app.message(json!({"text": "one too many"})).await;
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(error_code(limited).await, "rate_limited");
+
+    for path in ["/livez", "/readyz", "/status"] {
+        for _ in 0..5 {
+            let response = app.client.get(app.url(path)).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path} was limited");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_id_is_echoed_when_sent_and_generated_when_not() {
+    let app = spawn_app(test_config()).await;
+    let response = app
+        .client
+        .get(app.url("/livez"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+    let response = app.client.get(app.url("/livez")).send().await.unwrap();
+    let generated = response.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+}
+
+#[tokio::test]
+async fn status_reports_each_queue_and_its_workers() {
+    let app = spawn_app(test_config()).await;
+    assert_eq!(app.message(json!({"text": "x"})).await.status(), 200);
+    let status: Value = app
+        .client
+        .get(app.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let queue = &status["queues"][0];
+    assert_eq!(queue["queue"], "message");
+    assert_eq!(queue["live_workers"], 1);
+    assert_eq!(queue["jobs"]["ok"], 1);
+    assert_eq!(queue["workers"][0]["name"], "message-worker-0");
+}
