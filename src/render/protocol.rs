@@ -106,12 +106,20 @@ pub fn read_frame<T: DeserializeOwned>(
     r: &mut impl Read,
     max_payload: u64,
 ) -> io::Result<Option<(T, Vec<u8>)>> {
+    // Only an end of stream *before* a frame is clean; one inside the
+    // length prefix is a truncated frame.
     let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    let first = loop {
+        match r.read(&mut len[..1]) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    if first == 0 {
+        return Ok(None);
     }
+    r.read_exact(&mut len[1..])?;
     let len = u32::from_le_bytes(len);
     if len > MAX_HEADER_BYTES {
         return Err(invalid(format!(

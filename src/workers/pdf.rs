@@ -13,6 +13,7 @@
 //! reason; the worker retries the load on each job, so a library installed
 //! later is picked up without a restart.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,8 @@ pub struct PdfSettings {
 #[derive(Debug, Default)]
 pub struct EngineStatus {
     unavailable: Mutex<Option<String>>,
+    /// Process ids of the live renderers.
+    pids: Mutex<BTreeSet<u32>>,
     pub renderers_started: AtomicU64,
     pub renderer_crashes: AtomicU64,
     pub renderer_kills: AtomicU64,
@@ -84,6 +87,25 @@ impl EngineStatus {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Process ids of the renderers alive now.
+    pub fn renderer_pids(&self) -> Vec<u32> {
+        self.pids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    fn track(&self, pid: u32, alive: bool) {
+        let mut pids = self.pids.lock().unwrap_or_else(|p| p.into_inner());
+        if alive {
+            pids.insert(pid);
+        } else {
+            pids.remove(&pid);
+        }
     }
 
     fn set_unavailable(&self, reason: Option<String>) {
@@ -159,6 +181,7 @@ impl PdfWorker {
                         .renderers_started
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(pid = renderer.pid, "renderer started");
+                    self.engine.track(renderer.pid, true);
                     self.renderer = Some(renderer);
                 }
                 Err(e) => {
@@ -174,6 +197,14 @@ impl PdfWorker {
             .ok_or_else(|| RenderError::Io("renderer missing after start".into()))
     }
 
+    /// Stops and forgets the current renderer.
+    fn drop_renderer(&mut self) {
+        if let Some(mut renderer) = self.renderer.take() {
+            renderer.kill();
+            self.engine.track(renderer.pid, false);
+        }
+    }
+
     /// After a job: replace a dead renderer now (off the next job's path),
     /// and recycle one that has served enough or grown too large.
     fn after_job(&mut self, result: &Result<crate::render::process::Rendered, RenderError>) {
@@ -181,34 +212,43 @@ impl PdfWorker {
             Err(RenderError::Crashed { status }) => {
                 self.engine.renderer_crashes.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(status, "renderer process died; starting a new one");
-                self.renderer = None;
+                self.drop_renderer();
             }
             Err(RenderError::Cancelled) => {
                 self.engine.renderer_kills.fetch_add(1, Ordering::Relaxed);
-                self.renderer = None;
+                self.drop_renderer();
             }
             Err(RenderError::Io(message)) => {
                 tracing::error!(message, "renderer failed; starting a new one");
-                self.renderer = None;
+                self.drop_renderer();
             }
             Ok(_) | Err(RenderError::Job { .. } | RenderError::Unavailable(_)) => {
-                if let Some(r) = &self.renderer {
+                let recycle = self.renderer.as_ref().is_some_and(|r| {
                     let rss = r.rss_bytes().unwrap_or(0);
-                    if r.jobs_done >= self.settings.renderer_max_jobs
-                        || rss > self.settings.renderer_max_rss_bytes
-                    {
+                    let due = r.jobs_done >= self.settings.renderer_max_jobs
+                        || rss > self.settings.renderer_max_rss_bytes;
+                    if due {
                         tracing::info!(pid = r.pid, jobs = r.jobs_done, rss, "recycling renderer");
-                        self.engine
-                            .renderer_recycles
-                            .fetch_add(1, Ordering::Relaxed);
-                        self.renderer = None;
                     }
+                    due
+                });
+                if recycle {
+                    self.engine
+                        .renderer_recycles
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.drop_renderer();
                 }
             }
         }
         if self.renderer.is_none() {
             let _ = self.renderer();
         }
+    }
+}
+
+impl Drop for PdfWorker {
+    fn drop(&mut self) {
+        self.drop_renderer();
     }
 }
 

@@ -2,9 +2,10 @@
 //! configuration built in code (tests never set environment variables).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use jobserver::config::{Config, PoolConfig, RateLimitConfig};
+use jobserver::config::{Config, PdfConfig, PoolConfig, RateLimitConfig};
 use jobserver::startup::Application;
 use jobserver::state::AppState;
 use serde_json::Value;
@@ -19,12 +20,33 @@ pub struct TestApp {
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
 
+/// The repository's `data/` folder (the project's own fixtures).
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// A fresh, empty folder under the system temp dir.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jobserver-test-{label}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A configuration for tests: ephemeral port, no rate limit, one message
-/// worker, short budgets.
+/// worker and one PDF worker, short budgets, renders into a temp folder,
+/// renderers started from the real binary.
 pub fn test_config() -> Config {
+    let pdf = PdfConfig {
+        pool: PoolConfig::new(1, 4, Duration::from_secs(30)),
+        data_dir: data_dir(),
+        out_dir: temp_dir("out"),
+        renderer_exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_jobserver"))),
+        ..PdfConfig::default()
+    };
     Config {
         bind_addr: "127.0.0.1:0".parse().unwrap(),
         message: PoolConfig::new(1, 4, Duration::from_secs(10)),
+        pdf,
         rate_limit: RateLimitConfig {
             per_minute: 0,
             burst: 1,

@@ -3,5 +3,6 @@
 
 mod helpers;
 mod message;
+mod pdf;
 mod protocol;
 mod shutdown;
