@@ -51,10 +51,9 @@ pub fn main() -> i32 {
     let library = std::env::var_os(ENV_LIBRARY)
         .map(PathBuf::from)
         .unwrap_or_default();
-    let pdfium = match Pdfium::bind_to_library(&library) {
-        Ok(bindings) => Pdfium::new(bindings),
-        Err(e) => {
-            let message = format!("cannot load pdfium from {}: {e}", library.display());
+    let pdfium = match bind(&library) {
+        Ok(pdfium) => pdfium,
+        Err(message) => {
             let _ = write_frame(
                 &mut out,
                 &Event::Failed {
@@ -99,9 +98,20 @@ pub fn main() -> i32 {
     }
 }
 
-type Failure = (FailKind, String);
+/// Loads pdfium from `library`.
+pub fn bind(library: &Path) -> Result<Pdfium, String> {
+    Pdfium::bind_to_library(library)
+        .map(Pdfium::new)
+        .map_err(|e| format!("cannot load pdfium from {}: {e}", library.display()))
+}
 
-fn render(
+/// Why a job failed, and the message for its caller.
+pub type Failure = (FailKind, String);
+
+/// Renders one request: checks the limits, writes each page as PNG into
+/// `request.out_dir`, and reports `Opened` and each `Page` on `out`.
+/// `buffer` is the bitmap memory, reused across calls.
+pub fn render(
     pdfium: &Pdfium,
     request: &Request,
     payload: &[u8],

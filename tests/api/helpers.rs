@@ -20,6 +20,21 @@ pub struct TestApp {
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
 
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Renders go to a per-test temp folder; leave nothing behind.
+        if self
+            .state
+            .config
+            .pdf
+            .out_dir
+            .starts_with(std::env::temp_dir())
+        {
+            let _ = std::fs::remove_dir_all(&self.state.config.pdf.out_dir);
+        }
+    }
+}
+
 /// The repository's `data/` folder (the project's own fixtures).
 pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
