@@ -23,6 +23,7 @@
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod queue;
 pub mod render;
 pub mod routes;

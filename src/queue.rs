@@ -29,11 +29,12 @@
 //! server's connections) keep handles alive for as long as they like.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
@@ -42,6 +43,7 @@ use uuid::Uuid;
 
 use crate::config::PoolConfig;
 use crate::error::{ApiError, JobError};
+use crate::metrics::{Histogram, LATENCY_BUCKETS};
 
 /// A job type's synchronous engine. One value lives on each worker thread
 /// (its per-thread context, built once by the factory given to
@@ -53,6 +55,11 @@ pub trait Worker: Send + 'static {
     type Error: Into<JobError> + Send + 'static;
 
     fn process(&mut self, job: Self::Job, ctx: &JobContext) -> Result<Self::Output, Self::Error>;
+
+    /// Units of work in an output (pages for PDF jobs), for logs and status.
+    fn units(_output: &Self::Output) -> u64 {
+        0
+    }
 }
 
 /// A job's answer on success, with where and how long it ran.
@@ -93,6 +100,11 @@ impl JobContext {
     /// Report progress (units done so far, e.g. pages) for status displays.
     pub fn progress(&self, done: u64) {
         self.slot.progress.store(done, Ordering::Relaxed);
+    }
+
+    /// Report how many units the job has in all, once known.
+    pub fn set_total(&self, total: u64) {
+        self.slot.total.store(total, Ordering::Relaxed);
     }
 }
 
@@ -160,13 +172,53 @@ impl Ticket {
 struct CancelOnDrop<'a> {
     ticket: Option<Arc<Ticket>>,
     stats: &'a QueueStats,
+    job_id: Uuid,
+    admitted: Instant,
+}
+
+/// How an admitted job ended, as counted in [`QueueStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    Timeout,
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Timeout => "timeout",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+
+    fn of(result: &Result<(), &JobError>) -> Outcome {
+        match result {
+            Ok(()) => Outcome::Ok,
+            Err(JobError::QueueTimeout { .. } | JobError::Timeout { .. }) => Outcome::Timeout,
+            Err(JobError::ShuttingDown | JobError::Cancelled) => Outcome::Cancelled,
+            Err(_) => Outcome::Failed,
+        }
+    }
 }
 
 impl CancelOnDrop<'_> {
-    /// The caller has its answer; `outcome` is the counter it lands in.
-    fn finish(&mut self, outcome: &AtomicU64) {
+    /// The caller has its answer: count it once.
+    fn finish(&mut self, outcome: Outcome, units: u64) {
         self.ticket = None;
-        outcome.fetch_add(1, Ordering::Relaxed);
+        let counter = match outcome {
+            Outcome::Ok => &self.stats.ok,
+            Outcome::Failed => &self.stats.failed,
+            Outcome::Timeout => &self.stats.timeout,
+            Outcome::Cancelled => &self.stats.cancelled,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.stats.units.fetch_add(units, Ordering::Relaxed);
+        self.stats
+            .record_answer(self.job_id, outcome.label(), self.admitted.elapsed(), units);
     }
 }
 
@@ -174,7 +226,7 @@ impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
             ticket.cancel();
-            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            self.finish(Outcome::Cancelled, 0);
         }
     }
 }
@@ -198,12 +250,14 @@ struct Envelope<W: Worker> {
 struct WorkerSlot {
     current: Mutex<Option<CurrentJob>>,
     progress: AtomicU64,
+    total: AtomicU64,
 }
 
 #[derive(Clone)]
 struct CurrentJob {
     job_id: Uuid,
     started: Instant,
+    started_wall: SystemTime,
     ticket: Arc<Ticket>,
 }
 
@@ -219,6 +273,81 @@ pub struct QueueStats {
     pub timeout: AtomicU64,
     pub cancelled: AtomicU64,
     pub rejected: AtomicU64,
+    /// Time from admission to a worker picking the job up.
+    pub queue_wait: Histogram,
+    /// Time a worker spent on a job.
+    pub run_time: Histogram,
+    /// Units (pages) produced by successful jobs.
+    pub units: AtomicU64,
+    recent: Mutex<Recent>,
+}
+
+/// Seconds of per-second history kept for `/status` and the dashboard.
+pub const HISTORY_SECS: usize = 300;
+/// Finished jobs listed in `/status`.
+const RECENT_JOBS: usize = 20;
+
+/// Answered jobs, per second and the last few one by one.
+struct Recent {
+    /// Ring indexed by unix second: (second, jobs answered, latency buckets).
+    seconds: Vec<(u64, u64, [u32; LATENCY_BUCKETS.len() + 1])>,
+    jobs: VecDeque<FinishedJob>,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent {
+            seconds: vec![(0, 0, [0; LATENCY_BUCKETS.len() + 1]); HISTORY_SECS],
+            jobs: VecDeque::with_capacity(RECENT_JOBS),
+        }
+    }
+}
+
+/// One answered job, for the status page's recent list.
+#[derive(Debug, Clone, Serialize)]
+pub struct FinishedJob {
+    pub job_id: Uuid,
+    pub outcome: &'static str,
+    pub total_ms: f64,
+    pub units: u64,
+    /// Unix time of the answer, milliseconds.
+    pub at_ms: u64,
+}
+
+/// Throughput and latency of jobs answered in a window.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowStats {
+    pub window_s: u64,
+    pub answered: u64,
+    pub per_second: f64,
+    /// Upper bounds of the latency buckets holding the median and the 95th
+    /// percentile, in milliseconds (`null` without samples).
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+fn quantile(buckets: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            // The +Inf bucket reports the largest finite bound.
+            let bound = LATENCY_BUCKETS.get(i).or(LATENCY_BUCKETS.last()).copied()?;
+            return Some(bound * 1000.0);
+        }
+    }
+    None
 }
 
 impl QueueStats {
@@ -237,6 +366,95 @@ impl QueueStats {
     pub fn mean_run(&self) -> Duration {
         Duration::from_micros(self.mean_run_us.load(Ordering::Relaxed))
     }
+
+    /// Records an answered job (any outcome) for throughput, latency and the
+    /// recent list.
+    fn record_answer(&self, job_id: Uuid, outcome: &'static str, total: Duration, units: u64) {
+        let now = unix_now();
+        let second = now.as_secs();
+        let slot_of = |s: u64| (s % HISTORY_SECS as u64) as usize;
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| total.as_secs_f64() <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        let mut recent = lock(&self.recent);
+        let entry = &mut recent.seconds[slot_of(second)];
+        if entry.0 != second {
+            *entry = (second, 0, [0; LATENCY_BUCKETS.len() + 1]);
+        }
+        entry.1 += 1;
+        entry.2[bucket] += 1;
+        if recent.jobs.len() == RECENT_JOBS {
+            recent.jobs.pop_back();
+        }
+        recent.jobs.push_front(FinishedJob {
+            job_id,
+            outcome,
+            total_ms: ms(total),
+            units,
+            at_ms: now.as_millis() as u64,
+        });
+    }
+
+    /// Jobs answered in the last `window_s` seconds (at most the history).
+    pub fn window(&self, window_s: u64) -> WindowStats {
+        let window_s = window_s.clamp(1, HISTORY_SECS as u64);
+        let now = unix_now().as_secs();
+        let recent = lock(&self.recent);
+        let mut answered = 0;
+        let mut buckets = [0u64; LATENCY_BUCKETS.len() + 1];
+        for (second, count, hist) in &recent.seconds {
+            if *count > 0 && now.saturating_sub(*second) < window_s {
+                answered += count;
+                for (acc, n) in buckets.iter_mut().zip(hist) {
+                    *acc += u64::from(*n);
+                }
+            }
+        }
+        WindowStats {
+            window_s,
+            answered,
+            per_second: answered as f64 / window_s as f64,
+            p50_ms: quantile(&buckets, 0.50),
+            p95_ms: quantile(&buckets, 0.95),
+        }
+    }
+
+    /// Per-`step_s` windows over the last `HISTORY_SECS`, oldest first.
+    pub fn history(&self, step_s: u64) -> Vec<WindowStats> {
+        let step_s = step_s.clamp(1, HISTORY_SECS as u64);
+        let now = unix_now().as_secs();
+        let recent = lock(&self.recent);
+        let steps = HISTORY_SECS as u64 / step_s;
+        let mut out = Vec::with_capacity(steps as usize);
+        for i in (0..steps).rev() {
+            let (lo, hi) = (i * step_s, (i + 1) * step_s);
+            let mut answered = 0;
+            let mut buckets = [0u64; LATENCY_BUCKETS.len() + 1];
+            for (second, count, hist) in &recent.seconds {
+                let age = now.saturating_sub(*second);
+                if *count > 0 && age >= lo && age < hi {
+                    answered += count;
+                    for (acc, n) in buckets.iter_mut().zip(hist) {
+                        *acc += u64::from(*n);
+                    }
+                }
+            }
+            out.push(WindowStats {
+                window_s: step_s,
+                answered,
+                per_second: answered as f64 / step_s as f64,
+                p50_ms: quantile(&buckets, 0.50),
+                p95_ms: quantile(&buckets, 0.95),
+            });
+        }
+        out
+    }
+
+    /// The last jobs answered, newest first.
+    pub fn recent_jobs(&self) -> Vec<FinishedJob> {
+        lock(&self.recent).jobs.iter().cloned().collect()
+    }
 }
 
 /// A snapshot of one worker for `/status`.
@@ -244,8 +462,12 @@ impl QueueStats {
 pub struct WorkerStatus {
     pub name: String,
     pub job_id: Option<Uuid>,
+    /// Unix time the current job started, milliseconds.
+    pub since_ms: Option<u64>,
     pub running_ms: Option<u64>,
+    /// Units (pages) done so far, and in all when known.
     pub progress: Option<u64>,
+    pub total: Option<u64>,
 }
 
 struct Inner<W: Worker> {
@@ -367,13 +589,23 @@ impl<W: Worker> JobQueue<W> {
             .enumerate()
             .map(|(i, slot)| {
                 let current = lock(&slot.current).clone();
+                let total = slot.total.load(Ordering::Relaxed);
                 WorkerStatus {
                     name: format!("{}-worker-{i}", self.inner.name),
                     job_id: current.as_ref().map(|c| c.job_id),
+                    since_ms: current.as_ref().map(|c| {
+                        c.started_wall
+                            .duration_since(UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_millis() as u64
+                    }),
                     running_ms: current
                         .as_ref()
                         .map(|c| c.started.elapsed().as_millis() as u64),
-                    progress: current.map(|_| slot.progress.load(Ordering::Relaxed)),
+                    progress: current
+                        .as_ref()
+                        .map(|_| slot.progress.load(Ordering::Relaxed)),
+                    total: current.and(Some(total)).filter(|&t| t > 0),
                 }
             })
             .collect()
@@ -437,6 +669,8 @@ impl<W: Worker> JobQueue<W> {
         let mut guard = CancelOnDrop {
             ticket: Some(Arc::clone(&ticket)),
             stats,
+            job_id,
+            admitted: now,
         };
         let mut answer = answer;
         let queue_timer = tokio::time::sleep_until(queue_deadline.into());
@@ -458,18 +692,14 @@ impl<W: Worker> JobQueue<W> {
                         // that is shutting down does that.
                         Err(_) => Err(JobError::ShuttingDown),
                     };
-                    guard.finish(match &reply {
-                        Ok(_) => &stats.ok,
-                        Err(JobError::QueueTimeout { .. } | JobError::Timeout { .. }) => &stats.timeout,
-                        Err(JobError::ShuttingDown | JobError::Cancelled) => &stats.cancelled,
-                        Err(_) => &stats.failed,
-                    });
+                    let units = reply.as_ref().map_or(0, |done| W::units(&done.output));
+                    guard.finish(Outcome::of(&reply.as_ref().map(|_| ())), units);
                     return reply.map_err(|err| ApiError::job(job_id, err));
                 }
                 () = &mut queue_timer, if queue_timer_armed => {
                     queue_timer_armed = false;
                     if ticket.abandon_if_queued() {
-                        guard.finish(&stats.timeout);
+                        guard.finish(Outcome::Timeout, 0);
                         let waited_ms = now.elapsed().as_millis() as u64;
                         return Err(ApiError::job(job_id, JobError::QueueTimeout { waited_ms }));
                     }
@@ -478,7 +708,7 @@ impl<W: Worker> JobQueue<W> {
                 () = &mut total_timer => {
                     // A queued job never starts, a running one is told to stop.
                     ticket.cancel();
-                    guard.finish(&stats.timeout);
+                    guard.finish(Outcome::Timeout, 0);
                     let err = if ticket.state.load(Ordering::Acquire) == RUNNING {
                         JobError::Timeout { budget_ms: budget.as_millis() as u64 }
                     } else {
@@ -601,10 +831,13 @@ fn run_one<W: Worker>(
     }
 
     inner.stats.busy.fetch_add(1, Ordering::Relaxed);
+    inner.stats.queue_wait.observe(started - enqueued_at);
     slot.progress.store(0, Ordering::Relaxed);
+    slot.total.store(0, Ordering::Relaxed);
     *lock(&slot.current) = Some(CurrentJob {
         job_id,
         started,
+        started_wall: SystemTime::now(),
         ticket: Arc::clone(&ticket),
     });
     let ctx = JobContext {
@@ -620,6 +853,7 @@ fn run_one<W: Worker>(
     inner.stats.busy.fetch_sub(1, Ordering::Relaxed);
     let run = finished - started;
     inner.stats.record_run(run);
+    inner.stats.run_time.observe(run);
     let run_ms = ms(run);
 
     let outcome: Reply<W::Output> = match result {
@@ -644,8 +878,12 @@ fn run_one<W: Worker>(
         Err(JobError::Panicked(msg)) => {
             tracing::error!(queue = inner.name, %job_id, worker = name, queue_ms, run_ms, outcome = outcome_label, "job panicked: {msg}")
         }
-        _ => {
-            tracing::info!(queue = inner.name, %job_id, worker = name, queue_ms, run_ms, outcome = outcome_label, "job finished")
+        Err(err) => {
+            tracing::info!(queue = inner.name, %job_id, worker = name, queue_ms, run_ms, outcome = outcome_label, error = %err, "job finished")
+        }
+        Ok(done) => {
+            let units = W::units(&done.output);
+            tracing::info!(queue = inner.name, %job_id, worker = name, queue_ms, run_ms, units, outcome = outcome_label, "job finished")
         }
     }
     // The caller may be gone (deadline, disconnect): then nobody reads this.

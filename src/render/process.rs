@@ -146,6 +146,7 @@ impl Renderer {
         payload: &[u8],
         cancelled: &Receiver<crate::queue::Never>,
         deadline: Instant,
+        mut on_opened: impl FnMut(u32),
         mut on_page: impl FnMut(&PageInfo),
     ) -> Result<Rendered, RenderError> {
         if let Err(e) = write_frame(&mut self.stdin, request, payload) {
@@ -176,7 +177,13 @@ impl Renderer {
             }
             debug_assert_eq!(op.index(), events);
             match op.recv(&event_rx) {
-                Ok(Ok(Event::Opened { page_count: n, .. })) => page_count = n,
+                Ok(Ok(Event::Opened {
+                    page_count: n,
+                    rendering,
+                })) => {
+                    page_count = n;
+                    on_opened(rendering);
+                }
                 Ok(Ok(Event::Page(page))) => {
                     on_page(&page);
                     pages.push(page);

@@ -257,6 +257,10 @@ impl Worker for PdfWorker {
     type Output = PdfOutput;
     type Error = PdfError;
 
+    fn units(output: &PdfOutput) -> u64 {
+        output.pages.len() as u64
+    }
+
     fn process(&mut self, job: PdfJob, ctx: &JobContext) -> Result<PdfOutput, PdfError> {
         let out_dir = self.settings.out_dir.join(ctx.job_id.to_string());
         let (source, payload) = match &job.input {
@@ -276,16 +280,21 @@ impl Worker for PdfWorker {
         let engine = Arc::clone(&self.engine);
         let mut done = 0;
         let result = match self.renderer() {
-            Ok(renderer) => {
-                renderer.render(&request, payload, ctx.cancelled(), ctx.deadline, |page| {
+            Ok(renderer) => renderer.render(
+                &request,
+                payload,
+                ctx.cancelled(),
+                ctx.deadline,
+                |total| ctx.set_total(u64::from(total)),
+                |page| {
                     done += 1;
                     ctx.progress(done);
                     engine.pages_rendered.fetch_add(1, Ordering::Relaxed);
                     engine
                         .bytes_written
                         .fetch_add(page.bytes, Ordering::Relaxed);
-                })
-            }
+                },
+            ),
             Err(e) => Err(e),
         };
         self.after_job(&result);
