@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::metrics::{RejectReason, Rejected};
+
 /// A failure of a job that was admitted to a queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {
@@ -128,6 +130,24 @@ impl ApiError {
         }
     }
 
+    /// How `/metrics` counts this error, if it turned a request away.
+    pub fn reject_reason(&self) -> Option<RejectReason> {
+        match self {
+            ApiError::QueueFull { .. } => Some(RejectReason::QueueFull),
+            ApiError::RateLimited { .. } => Some(RejectReason::RateLimited),
+            ApiError::PayloadTooLarge(_) => Some(RejectReason::TooLarge),
+            ApiError::BadRequest(_)
+            | ApiError::MalformedJson(_)
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::Invalid(_)
+            | ApiError::Job {
+                source: JobError::Invalid(_),
+                ..
+            } => Some(RejectReason::Invalid),
+            _ => None,
+        }
+    }
+
     pub fn job_id(&self) -> Option<Uuid> {
         match self {
             ApiError::Job { job_id, .. } => Some(*job_id),
@@ -149,6 +169,9 @@ impl IntoResponse for ApiError {
             body["job_id"] = json!(id);
         }
         let mut response = (status, axum::Json(body)).into_response();
+        if let Some(reason) = self.reject_reason() {
+            response.extensions_mut().insert(Rejected(reason));
+        }
         if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()

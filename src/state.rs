@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::metrics::HttpMetrics;
 use crate::queue::JobQueue;
 use crate::render::process::RendererSpec;
 use crate::workers::message::MessageWorker;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub pdf: JobQueue<PdfWorker>,
     /// pdfium's availability and renderer counters.
     pub engine: Arc<EngineStatus>,
+    /// HTTP request and rejection counts.
+    pub http: Arc<HttpMetrics>,
     draining: Arc<AtomicBool>,
     pub started: Instant,
 }
@@ -54,6 +57,7 @@ impl AppState {
             message,
             pdf,
             engine,
+            http: Arc::new(HttpMetrics::default()),
             draining: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
         })

@@ -1,5 +1,6 @@
-//! Probes and status: `/livez`, `/readyz`, `/status`. Never queued, never
-//! rate-limited, and cheap: they read atomics and thread handles only.
+//! Probes: `/livez` and `/readyz`. Never queued, never rate-limited, and
+//! cheap: they read atomics and thread handles only, so they stay fast when
+//! every worker is busy and every queue is full.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,42 +11,69 @@ use serde_json::{json, Value};
 use crate::queue::{JobQueue, Worker};
 use crate::state::AppState;
 
-/// 200 while every pool has a live worker thread; 503 when one has none.
-pub async fn livez(State(state): State<AppState>) -> Response {
-    let dead: Vec<_> = pools(&state)
-        .into_iter()
-        .filter(|p| p["live_workers"] == 0 && !state.is_draining())
-        .map(|p| p["queue"].clone())
-        .collect();
-    if dead.is_empty() {
-        (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "dead", "dead_pools": dead})),
-        )
-            .into_response()
+/// One pool's health, as the probes see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolHealth {
+    pub queue: &'static str,
+    pub live_workers: usize,
+    pub depth: usize,
+    pub capacity: usize,
+}
+
+impl PoolHealth {
+    pub fn of<W: Worker>(queue: &JobQueue<W>) -> Self {
+        PoolHealth {
+            queue: queue.name(),
+            live_workers: queue.live_workers(),
+            depth: queue.depth(),
+            capacity: queue.config().queue_capacity,
+        }
     }
 }
 
-/// 200 when the server can take jobs now: not draining, every pool has live
-/// workers and a queue that is not full.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub fn pools(state: &AppState) -> [PoolHealth; 2] {
+    [PoolHealth::of(&state.message), PoolHealth::of(&state.pdf)]
+}
+
+/// Live unless a pool has lost every worker thread (and it is not merely
+/// shutting down): a pool restarts a failed worker itself, so a pool with
+/// none left cannot be restored and the process should be replaced.
+pub fn liveness(pools: &[PoolHealth], draining: bool) -> (StatusCode, Value) {
+    let dead: Vec<&str> = pools
+        .iter()
+        .filter(|p| p.live_workers == 0 && !draining)
+        .map(|p| p.queue)
+        .collect();
+    if dead.is_empty() {
+        (StatusCode::OK, json!({"status": "ok"}))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "dead", "dead_pools": dead}),
+        )
+    }
+}
+
+/// Ready when jobs can be taken now: not draining, pdfium loadable, every
+/// pool with live workers and room in its queue.
+pub fn readiness(
+    pools: &[PoolHealth],
+    draining: bool,
+    pdfium: Option<String>,
+) -> (StatusCode, Value) {
     let mut failed = Vec::new();
-    if state.is_draining() {
+    if draining {
         failed.push(json!({"check": "draining", "message": "server is shutting down"}));
     }
-    if let Some(reason) = state.engine.unavailable() {
+    if let Some(reason) = pdfium {
         failed.push(json!({"check": "pdfium", "queue": "pdf", "message": reason}));
     }
-    for pool in pools(&state) {
-        if pool["live_workers"] == 0 {
-            failed.push(json!({"check": "workers", "queue": pool["queue"], "message": "no live worker threads"}));
+    for pool in pools {
+        if pool.live_workers == 0 {
+            failed.push(json!({"check": "workers", "queue": pool.queue, "message": "no live worker threads"}));
         }
-        if pool["depth"] == pool["capacity"] {
-            failed.push(
-                json!({"check": "queue", "queue": pool["queue"], "message": "queue is full"}),
-            );
+        if pool.depth >= pool.capacity {
+            failed.push(json!({"check": "queue", "queue": pool.queue, "message": "queue is full"}));
         }
     }
     let status = if failed.is_empty() {
@@ -53,51 +81,63 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({"ready": failed.is_empty(), "failed": failed});
+    (
+        status,
+        json!({"ready": failed.is_empty(), "failed": failed}),
+    )
+}
+
+pub async fn livez(State(state): State<AppState>) -> Response {
+    let (status, body) = liveness(&pools(&state), state.is_draining());
     (status, Json(body)).into_response()
 }
 
-/// Per worker type: workers and what each is doing, queue depth, counters.
-pub async fn status(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "uptime_s": state.started.elapsed().as_secs(),
-        "draining": state.is_draining(),
-        "queues": pools(&state),
-        "pdf_engine": {
-            "available": state.engine.unavailable().is_none(),
-            "unavailable_reason": state.engine.unavailable(),
-            "renderers_started": state.engine.renderers_started.load(std::sync::atomic::Ordering::Relaxed),
-            "renderer_crashes": state.engine.renderer_crashes.load(std::sync::atomic::Ordering::Relaxed),
-            "renderer_kills": state.engine.renderer_kills.load(std::sync::atomic::Ordering::Relaxed),
-            "renderer_recycles": state.engine.renderer_recycles.load(std::sync::atomic::Ordering::Relaxed),
-            "pages_rendered": state.engine.pages_rendered.load(std::sync::atomic::Ordering::Relaxed),
-            "bytes_written": state.engine.bytes_written.load(std::sync::atomic::Ordering::Relaxed),
-        },
-    }))
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let (status, body) = readiness(
+        &pools(&state),
+        state.is_draining(),
+        state.engine.unavailable(),
+    );
+    (status, Json(body)).into_response()
 }
 
-fn pools(state: &AppState) -> Vec<Value> {
-    vec![pool_status(&state.message), pool_status(&state.pdf)]
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn pool_status<W: Worker>(queue: &JobQueue<W>) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    let stats = queue.stats();
-    json!({
-        "queue": queue.name(),
-        "configured_workers": queue.config().workers,
-        "live_workers": queue.live_workers(),
-        "busy_workers": queue.busy(),
-        "depth": queue.depth(),
-        "capacity": queue.config().queue_capacity,
-        "mean_run_ms": stats.mean_run().as_secs_f64() * 1000.0,
-        "jobs": {
-            "ok": stats.ok.load(Relaxed),
-            "failed": stats.failed.load(Relaxed),
-            "timeout": stats.timeout.load(Relaxed),
-            "cancelled": stats.cancelled.load(Relaxed),
-            "rejected": stats.rejected.load(Relaxed),
-        },
-        "workers": queue.workers(),
-    })
+    fn pool(live_workers: usize, depth: usize) -> PoolHealth {
+        PoolHealth {
+            queue: "pdf",
+            live_workers,
+            depth,
+            capacity: 4,
+        }
+    }
+
+    #[test]
+    fn liveness_fails_only_when_a_pool_has_no_workers_left() {
+        assert_eq!(liveness(&[pool(2, 4)], false).0, StatusCode::OK);
+        let (status, body) = liveness(&[pool(0, 0)], false);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["dead_pools"][0], "pdf");
+        assert_eq!(
+            liveness(&[pool(0, 0)], true).0,
+            StatusCode::OK,
+            "draining is not death"
+        );
+    }
+
+    #[test]
+    fn readiness_names_every_failed_check() {
+        assert_eq!(readiness(&[pool(2, 0)], false, None).0, StatusCode::OK);
+        let (status, body) = readiness(&[pool(0, 4)], true, Some("no pdfium".into()));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let checks: Vec<&str> = body["failed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["check"].as_str().unwrap())
+            .collect();
+        assert_eq!(checks, ["draining", "pdfium", "workers", "queue"]);
+    }
 }

@@ -14,6 +14,7 @@ mod health;
 mod legacy;
 mod message;
 mod pdf;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,14 +60,20 @@ pub fn router(state: AppState) -> Router {
     let probes = Router::new()
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
-        .route("/status", get(health::status));
+        .route("/status", get(status::status))
+        .route("/metrics", get(status::metrics))
+        .route("/", get(dashboard));
 
     Router::new()
         .merge(jobs)
         .merge(probes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.http),
+            crate::metrics::track_http,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("the request handler panicked".into()).into_response()
         }))
@@ -127,6 +134,12 @@ fn governor_error(err: GovernorError) -> Response<Body> {
         GovernorError::Other { msg, .. } => ApiError::Internal(msg.unwrap_or_default()),
     }
     .into_response()
+}
+
+/// The live dashboard: one self-contained page (HTML, CSS and JS embedded
+/// in the binary, nothing fetched from elsewhere) that polls `/status`.
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../dashboard.html"))
 }
 
 async fn not_found(req: Request) -> ApiError {
