@@ -11,10 +11,21 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::metrics::{RejectReason, Rejected};
+
+/// The JSON body of every error response.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `queue_full`, `timeout`, `invalid_input`.
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The job, when the error happened after admission.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
+}
 
 /// A failure of a job that was admitted to a queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,10 +175,11 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = code, job_id = ?self.job_id(), "{self}");
         }
-        let mut body = json!({ "error": code, "message": self.to_string() });
-        if let Some(id) = self.job_id() {
-            body["job_id"] = json!(id);
-        }
+        let body = ErrorBody {
+            error: code.to_string(),
+            message: self.to_string(),
+            job_id: self.job_id(),
+        };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(reason) = self.reject_reason() {
             response.extensions_mut().insert(Rejected(reason));

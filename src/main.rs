@@ -38,11 +38,12 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let shutdown = shutdown_signal();
     match app.local_addr() {
         Ok(addr) => tracing::info!("listening on http://{addr}"),
         Err(e) => tracing::warn!("listening, address unknown: {e}"),
     }
-    match app.run_until_stopped(shutdown_signal()).await {
+    match app.run_until_stopped(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("server error: {e}");

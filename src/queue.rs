@@ -537,10 +537,7 @@ impl<W: Worker> JobQueue<W> {
             let shutdown_rx = shutdown_rx.clone();
             let handle = std::thread::Builder::new()
                 .name(thread_name.clone())
-                .spawn(move || {
-                    let worker = factory(i);
-                    worker_loop(&inner, worker, i, thread_name, shutdown_rx);
-                })?;
+                .spawn(move || supervise(&inner, &*factory, i, &thread_name, &shutdown_rx))?;
             threads.push(handle);
         }
         *lock(&inner.threads) = threads;
@@ -773,12 +770,54 @@ fn answer_unstarted<W: Worker>(envelope: Envelope<W>, err: JobError) {
     }
 }
 
+/// Consecutive failures after which a worker thread gives up; the pool is
+/// then dead and `/livez` says so.
+const MAX_RESTARTS: u32 = 5;
+
+/// Runs a worker thread: builds its context and serves jobs, rebuilding both
+/// (after a short, growing pause) if either panics outside a job, which
+/// only a broken context does; job panics are caught per job.
+fn supervise<W: Worker>(
+    inner: &Inner<W>,
+    factory: &(dyn Fn(usize) -> W + Send + Sync),
+    index: usize,
+    name: &str,
+    shutdown: &Receiver<Never>,
+) {
+    let mut failures = 0;
+    loop {
+        let run = catch_unwind(AssertUnwindSafe(|| {
+            let worker = factory(index);
+            worker_loop(inner, worker, index, name, shutdown);
+        }));
+        let Err(panic) = run else { return };
+        failures += 1;
+        let message = panic_message(&panic);
+        if failures > MAX_RESTARTS || inner.draining.load(Ordering::Acquire) {
+            tracing::error!(
+                queue = inner.name,
+                worker = name,
+                failures,
+                "worker thread failed for good: {message}"
+            );
+            return;
+        }
+        tracing::error!(
+            queue = inner.name,
+            worker = name,
+            failures,
+            "worker thread failed, restarting: {message}"
+        );
+        std::thread::sleep(Duration::from_millis(10 << failures));
+    }
+}
+
 fn worker_loop<W: Worker>(
     inner: &Inner<W>,
     mut worker: W,
     index: usize,
-    name: String,
-    shutdown: Receiver<Never>,
+    name: &str,
+    shutdown: &Receiver<Never>,
 ) {
     let slot = Arc::clone(&inner.slots[index]);
     loop {
@@ -793,7 +832,7 @@ fn worker_loop<W: Worker>(
             answer_unstarted(envelope, JobError::ShuttingDown);
             continue;
         }
-        run_one(inner, &mut worker, &slot, &name, envelope);
+        run_one(inner, &mut worker, &slot, name, envelope);
     }
     tracing::debug!(queue = inner.name, worker = %name, "worker thread exits");
 }
@@ -1215,6 +1254,18 @@ mod tests {
             .unwrap();
         assert_eq!(h.saw_cancel.try_recv(), Ok("spin"));
         assert!(spinning.await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_pool_whose_context_keeps_failing_gives_up_and_has_no_live_workers() {
+        let config = PoolConfig::new(1, 1, Duration::from_secs(1));
+        let queue: JobQueue<TestWorker> =
+            JobQueue::start("broken", config, |_| panic!("cannot build the context")).unwrap();
+        let deadline = Instant::now() + SIGNAL;
+        while queue.live_workers() > 0 {
+            assert!(Instant::now() < deadline, "the worker thread never gave up");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub enum FailKind {
 }
 
 /// A page written to disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PageInfo {
     /// 1-based page number.
     pub page: u32,

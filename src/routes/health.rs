@@ -87,11 +87,17 @@ pub fn readiness(
     )
 }
 
+/// Liveness: 200 unless a worker pool has lost every thread.
+#[utoipa::path(get, path = "/livez", tag = "health",
+    responses((status = 200, description = "Alive", body = Object), (status = 503, description = "A pool is dead", body = Object)))]
 pub async fn livez(State(state): State<AppState>) -> Response {
     let (status, body) = liveness(&pools(&state), state.is_draining());
     (status, Json(body)).into_response()
 }
 
+/// Readiness: 200 when jobs can be taken now, else 503 naming the failed checks.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Not ready; `failed` lists the checks", body = Object)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let (status, body) = readiness(
         &pools(&state),

@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::queue::{Completed, SubmitOptions};
 use crate::state::AppState;
@@ -25,7 +24,7 @@ use crate::workers::pdf::PdfInput;
 /// The PDF `pdf2image` renders when `data` names none.
 pub const DEFAULT_SAMPLE: &str = "sample.pdf";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LegacyRequest {
     #[serde(default)]
@@ -36,10 +35,48 @@ pub struct LegacyRequest {
     pub work_ms: u64,
 }
 
+/// The seed's reply: `{"data": {"id", "result": {...}}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LegacyReply {
+    pub data: LegacyData,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LegacyData {
+    pub id: Uuid,
+    pub result: LegacyResult,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LegacyResult {
+    /// Always empty: errors use the error shape and a status code.
+    pub err_code: String,
+    pub err: String,
+    pub data: String,
+    pub worker_name: String,
+    pub dequeue_elapsed_ms: f64,
+    pub process_elapsed_ms: f64,
+    pub total_elapsed_ms: f64,
+}
+
+/// The seed's endpoint: a message or pdf2image job, answered in its shape.
+#[utoipa::path(post, path = "/multiThread", tag = "jobs",
+    request_body = LegacyRequest,
+    responses(
+        (status = 200, description = "The job ran", body = LegacyReply),
+        (status = 400, description = "Malformed JSON, or a path leaving DATA_DIR", body = ErrorBody),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Unknown jobType or invalid input", body = ErrorBody),
+        (status = 429, description = "Over the client's rate", body = ErrorBody),
+        (status = 503, description = "Queue full, shutting down, or pdfium unavailable", body = ErrorBody),
+        (status = 504, description = "Deadline passed", body = ErrorBody),
+    ))]
 pub async fn multi_thread(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<LegacyRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LegacyReply>, ApiError> {
     match request.job_type.as_str() {
         "message" => {
             if request.work_ms > MAX_WORK_MS {
@@ -79,20 +116,19 @@ pub async fn multi_thread(
     }
 }
 
-fn seed_shape<O>(done: &Completed<O>, data: String) -> Json<Value> {
-    let id: Uuid = done.job_id;
-    Json(json!({
-        "data": {
-            "id": id,
-            "result": {
-                "errCode": "",
-                "err": "",
-                "data": data,
-                "workerName": done.worker,
-                "dequeueElapsedMs": done.queue_ms,
-                "processElapsedMs": done.run_ms,
-                "totalElapsedMs": done.total_ms,
-            }
-        }
-    }))
+fn seed_shape<O>(done: &Completed<O>, data: String) -> Json<LegacyReply> {
+    Json(LegacyReply {
+        data: LegacyData {
+            id: done.job_id,
+            result: LegacyResult {
+                err_code: String::new(),
+                err: String::new(),
+                data,
+                worker_name: done.worker.clone(),
+                dequeue_elapsed_ms: done.queue_ms,
+                process_elapsed_ms: done.run_ms,
+                total_elapsed_ms: done.total_ms,
+            },
+        },
+    })
 }

@@ -8,13 +8,13 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::queue::SubmitOptions;
 use crate::state::AppState;
 use crate::workers::message::{MessageJob, MessageOutput, MAX_WORK_MS};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageRequest {
     pub text: String,
@@ -25,7 +25,7 @@ pub struct MessageRequest {
     pub timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageResponse {
     pub job_id: Uuid,
     pub worker: String,
@@ -53,6 +53,19 @@ impl MessageRequest {
     }
 }
 
+/// Runs a message job: CPU-bound hashing of `text` for `work_ms`.
+#[utoipa::path(post, path = "/jobs/message", tag = "jobs",
+    request_body = MessageRequest,
+    responses(
+        (status = 200, description = "The job ran", body = MessageResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Wrong shape or value", body = ErrorBody),
+        (status = 429, description = "Over the client's rate; see Retry-After", body = ErrorBody),
+        (status = 503, description = "Queue full (see Retry-After) or shutting down", body = ErrorBody),
+        (status = 504, description = "Deadline passed; the job was stopped or never started", body = ErrorBody),
+    ))]
 pub async fn submit(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<MessageRequest>,

@@ -23,7 +23,6 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, Response};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum::Router;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
@@ -31,6 +30,9 @@ use tower_governor::{GovernorError, GovernorLayer};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::RateLimitConfig;
 use crate::error::ApiError;
@@ -42,31 +44,14 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// `into_make_service_with_connect_info::<SocketAddr>()`: the rate limiter
 /// keys on the peer address.
 pub fn router(state: AppState) -> Router {
-    let mut jobs = Router::new()
-        .route("/jobs/message", post(message::submit))
-        .route("/multiThread", post(legacy::multi_thread))
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        // Uploads get their own, larger limit.
-        .merge(
-            Router::new()
-                .route("/jobs/pdf", post(pdf::submit))
-                .layer(DefaultBodyLimit::max(state.config.pdf.max_upload_bytes)),
-        )
-        .route("/jobs/{job_id}/pages/{page}", get(pdf::page));
-    if let Some(governor) = rate_limiter(&state.config.rate_limit) {
-        jobs = jobs.layer(governor);
-    }
-
-    let probes = Router::new()
-        .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz))
-        .route("/status", get(status::status))
-        .route("/metrics", get(status::metrics))
-        .route("/", get(dashboard));
-
-    Router::new()
-        .merge(jobs)
-        .merge(probes)
+    let (router, api) = api_router(&state).split_for_parts();
+    // Serialized once: the document is fixed for the life of the process.
+    let api = OpenApiJson(Arc::from(api.to_pretty_json().unwrap_or_else(|e| {
+        tracing::error!("cannot serialize the OpenAPI document: {e}");
+        "{}".to_string()
+    })));
+    router
+        .layer(axum::Extension(api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
@@ -92,6 +77,63 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
         .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
 }
+
+/// Every documented route. Routes are registered only through `routes!`,
+/// which also records them in the OpenAPI document, so the two cannot drift.
+fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
+    let mut jobs = OpenApiRouter::new()
+        .routes(routes!(message::submit))
+        .routes(routes!(legacy::multi_thread))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        // Uploads get their own, larger limit.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(pdf::submit))
+                .layer(DefaultBodyLimit::max(state.config.pdf.max_upload_bytes)),
+        )
+        .routes(routes!(pdf::page));
+    if let Some(governor) = rate_limiter(&state.config.rate_limit) {
+        jobs = jobs.layer(governor);
+    }
+    let probes = OpenApiRouter::new()
+        .routes(routes!(health::livez))
+        .routes(routes!(health::readyz))
+        .routes(routes!(status::status))
+        .routes(routes!(status::metrics))
+        .routes(routes!(openapi_json))
+        .routes(routes!(dashboard));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(jobs)
+        .merge(probes)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "jobserver",
+        description = "Runs CPU-heavy jobs (PDF rendering with pdfium) on dedicated worker threads behind bounded queues. Every error has the shape of ErrorBody."
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    tags(
+        (name = "jobs", description = "Submit jobs and fetch their output (rate-limited per client IP)"),
+        (name = "health", description = "Probes, status, metrics, documentation (never rate-limited)")
+    )
+)]
+struct ApiDoc;
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI 3 document of every route", body = Object)))]
+async fn openapi_json(axum::Extension(api): axum::Extension<OpenApiJson>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        api.0.to_string(),
+    )
+}
+
+/// The serialized OpenAPI document.
+#[derive(Clone)]
+struct OpenApiJson(Arc<str>);
 
 type Governor = GovernorLayer<PeerIpKeyExtractor, governor::middleware::NoOpMiddleware, Body>;
 
@@ -138,6 +180,8 @@ fn governor_error(err: GovernorError) -> Response<Body> {
 
 /// The live dashboard: one self-contained page (HTML, CSS and JS embedded
 /// in the binary, nothing fetched from elsewhere) that polls `/status`.
+#[utoipa::path(get, path = "/", tag = "health",
+    responses((status = 200, description = "The dashboard", content_type = "text/html", body = String)))]
 async fn dashboard() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../dashboard.html"))
 }

@@ -18,7 +18,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{body_error, ApiJson, ApiQuery};
 use crate::queue::{Completed, SubmitOptions};
 use crate::render::child::page_file_name;
@@ -27,12 +27,17 @@ use crate::state::AppState;
 use crate::workers::pdf::{PdfInput, PdfJob, PdfOutput};
 
 /// Options shared by every way of sending a PDF.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PdfOptions {
+    /// Resolution, 1 to PDF_MAX_DPI (default PDF_DEFAULT_DPI).
     pub dpi: Option<u32>,
+    /// Pages to render, e.g. `1-3,7,10-` (default: all).
     pub pages: Option<String>,
+    /// Password of an encrypted document.
     pub password: Option<String>,
+    /// A deadline shorter than PDF_TIMEOUT_MS.
     pub timeout_ms: Option<u64>,
 }
 
@@ -49,15 +54,16 @@ impl PdfOptions {
 }
 
 /// The JSON form: a file in `DATA_DIR` plus options.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PdfJsonBody {
+    /// A file name inside DATA_DIR.
     pub path: String,
     #[serde(flatten)]
     pub options: PdfOptions,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PageLink {
     pub page: u32,
     pub width: u32,
@@ -66,7 +72,7 @@ pub struct PageLink {
     pub url: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PdfResponse {
     pub job_id: Uuid,
     pub worker: String,
@@ -78,6 +84,26 @@ pub struct PdfResponse {
     pub total_ms: f64,
 }
 
+/// Renders a PDF's pages to PNG files under `OUT_DIR/<job_id>/`.
+#[utoipa::path(post, path = "/jobs/pdf", tag = "jobs",
+    params(PdfOptions),
+    request_body(description = "The PDF: raw, as multipart field `file` (with optional option fields), or JSON naming a file in DATA_DIR",
+        content(
+            ("application/pdf"),
+            ("multipart/form-data"),
+            (PdfJsonBody = "application/json"),
+        )),
+    responses(
+        (status = 200, description = "Pages rendered", body = PdfResponse),
+        (status = 400, description = "Bad dpi, pages, query, multipart, or a path leaving DATA_DIR", body = ErrorBody),
+        (status = 413, description = "Upload over MAX_UPLOAD_BYTES", body = ErrorBody),
+        (status = 415, description = "Unsupported content type", body = ErrorBody),
+        (status = 422, description = "Unreadable or encrypted PDF, past PDF_MAX_PAGES or PDF_MAX_PIXELS, missing pages", body = ErrorBody),
+        (status = 429, description = "Over the client's rate; see Retry-After", body = ErrorBody),
+        (status = 500, description = "The renderer died while rendering this job", body = ErrorBody),
+        (status = 503, description = "Queue full (see Retry-After), shutting down, or pdfium unavailable", body = ErrorBody),
+        (status = 504, description = "Deadline passed; the render was killed or never started", body = ErrorBody),
+    ))]
 pub async fn submit(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PdfOptions>,
@@ -275,7 +301,18 @@ pub fn resolve_data_path(data_dir: &Path, name: &str) -> Result<PathBuf, ApiErro
     Ok(full)
 }
 
-/// `GET /jobs/{job_id}/pages/{n}`: a rendered page as `image/png`.
+/// A rendered page as `image/png`.
+#[utoipa::path(get, path = "/jobs/{job_id}/pages/{page}", tag = "jobs",
+    params(
+        ("job_id" = String, Path, description = "The job's id"),
+        ("page" = u32, Path, description = "1-based page number"),
+    ),
+    responses(
+        (status = 200, description = "The page", content_type = "image/png", body = Vec<u8>),
+        (status = 400, description = "Not a job id or page number", body = ErrorBody),
+        (status = 404, description = "No such page", body = ErrorBody),
+        (status = 429, description = "Over the client's rate", body = ErrorBody),
+    ))]
 pub async fn page(
     State(state): State<AppState>,
     axum::extract::Path((job_id, page)): axum::extract::Path<(String, String)>,

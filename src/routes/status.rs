@@ -21,6 +21,10 @@ const RECENT_WINDOW_S: u64 = 60;
 /// Step of the history series.
 const HISTORY_STEP_S: u64 = 10;
 
+/// Per worker type: workers and what each does now, queue depth, counters,
+/// recent throughput and latency, recent jobs; pdfium and renderer state.
+#[utoipa::path(get, path = "/status", tag = "health",
+    responses((status = 200, description = "Server status", body = Object)))]
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let ready = readiness(
         &pools(&state),
@@ -88,6 +92,9 @@ fn queue_status<W: Worker>(state: &AppState, queue: &JobQueue<W>) -> Value {
     })
 }
 
+/// Prometheus metrics (text exposition format 0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(16 * 1024);
     let queues: [&dyn QueueMetrics; 2] = [&state.message, &state.pdf];

@@ -26,7 +26,7 @@ pub struct MessageJob {
     pub work: Duration,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MessageOutput {
     /// The text, upper-cased (the "result" a caller can check).
     pub text: String,

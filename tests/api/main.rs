@@ -3,6 +3,7 @@
 
 mod helpers;
 mod message;
+mod observability;
 mod pdf;
 mod protocol;
 mod shutdown;
