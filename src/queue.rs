@@ -909,8 +909,8 @@ fn run_one<W: Worker>(
     };
     let outcome_label = match &outcome {
         Ok(_) => "ok",
-        Err(_) if ticket.is_cancelled() => "cancelled",
         Err(_) if finished >= deadline => "timeout",
+        Err(_) if ticket.is_cancelled() => "cancelled",
         Err(_) => "failed",
     };
     match &outcome {
@@ -920,10 +920,10 @@ fn run_one<W: Worker>(
         Err(err) => {
             tracing::info!(queue = inner.name, %job_id, worker = name, queue_ms, run_ms, outcome = outcome_label, error = %err, "job finished")
         }
-        Ok(done) => {
-            let units = W::units(&done.output);
-            tracing::info!(queue = inner.name, %job_id, worker = name, queue_ms, run_ms, units, outcome = outcome_label, "job finished")
-        }
+        Ok(done) => match W::units(&done.output) {
+            0 => tracing::info!(queue = inner.name, %job_id, worker = name, queue_ms, run_ms, outcome = outcome_label, "job finished"),
+            pages => tracing::info!(queue = inner.name, %job_id, worker = name, pages, queue_ms, run_ms, outcome = outcome_label, "job finished"),
+        },
     }
     // The caller may be gone (deadline, disconnect): then nobody reads this.
     let _ = reply.send(outcome);
