@@ -115,6 +115,8 @@ pub struct PdfConfig {
     pub renderer_max_jobs: u32,
     pub renderer_max_rss_mb: u64,
     pub renderer_memory_limit_mb: u64,
+    /// Spread a lone job's pages over idle workers' renderers.
+    pub fan_out: bool,
 }
 
 impl PdfConfig {
@@ -157,6 +159,7 @@ impl Default for PdfConfig {
             renderer_max_jobs: DEFAULT_PDF_RENDERER_MAX_JOBS,
             renderer_max_rss_mb: DEFAULT_PDF_RENDERER_MAX_RSS_MB,
             renderer_memory_limit_mb: DEFAULT_PDF_RENDERER_MEMORY_LIMIT_MB,
+            fan_out: true,
         }
     }
 }
@@ -248,6 +251,7 @@ impl Config {
             "PDF_RENDERER_MEMORY_LIMIT_MB",
             &mut pdf.renderer_memory_limit_mb,
         )?;
+        env.parse("PDF_FAN_OUT", &mut pdf.fan_out)?;
         env.parse("RATE_LIMIT_PER_MINUTE", &mut config.rate_limit.per_minute)?;
         env.parse("RATE_LIMIT_BURST", &mut config.rate_limit.burst)?;
         env.millis("SHUTDOWN_GRACE_MS", &mut config.shutdown_grace)?;

@@ -921,8 +921,12 @@ fn run_one<W: Worker>(
             tracing::info!(queue = inner.name, %job_id, worker = name, queue_ms, run_ms, outcome = outcome_label, error = %err, "job finished")
         }
         Ok(done) => match W::units(&done.output) {
-            0 => tracing::info!(queue = inner.name, %job_id, worker = name, queue_ms, run_ms, outcome = outcome_label, "job finished"),
-            pages => tracing::info!(queue = inner.name, %job_id, worker = name, pages, queue_ms, run_ms, outcome = outcome_label, "job finished"),
+            0 => {
+                tracing::info!(queue = inner.name, %job_id, worker = name, queue_ms, run_ms, outcome = outcome_label, "job finished")
+            }
+            pages => {
+                tracing::info!(queue = inner.name, %job_id, worker = name, pages, queue_ms, run_ms, outcome = outcome_label, "job finished")
+            }
         },
     }
     // The caller may be gone (deadline, disconnect): then nobody reads this.

@@ -10,7 +10,7 @@ use crate::metrics::HttpMetrics;
 use crate::queue::JobQueue;
 use crate::render::process::RendererSpec;
 use crate::workers::message::MessageWorker;
-use crate::workers::pdf::{EngineStatus, PdfSettings, PdfWorker};
+use crate::workers::pdf::{EngineStatus, PdfSettings, PdfWorker, RendererSlot, RendererSlots};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -46,11 +46,22 @@ impl AppState {
             max_pixels: config.pdf.max_pixels,
             renderer_max_jobs: config.pdf.renderer_max_jobs,
             renderer_max_rss_bytes: config.pdf.renderer_max_rss_mb * 1024 * 1024,
+            fan_out: config.pdf.fan_out,
         });
+        let slots: RendererSlots = Arc::new(
+            (0..config.pdf.pool.workers)
+                .map(|_| RendererSlot::default())
+                .collect(),
+        );
         let engine = Arc::new(EngineStatus::default());
         let pdf_engine = Arc::clone(&engine);
-        let pdf = JobQueue::start("pdf", config.pdf.pool.clone(), move |_| {
-            PdfWorker::new(Arc::clone(&settings), Arc::clone(&pdf_engine))
+        let pdf = JobQueue::start("pdf", config.pdf.pool.clone(), move |i| {
+            PdfWorker::new(
+                i,
+                Arc::clone(&settings),
+                Arc::clone(&pdf_engine),
+                Arc::clone(&slots),
+            )
         })?;
         Ok(AppState {
             config: Arc::new(config),

@@ -179,6 +179,9 @@ pub fn render(
         &[],
     )
     .map_err(engine)?;
+    if request.dry_run {
+        return Ok(());
+    }
 
     for (number, width, height) in sizes {
         let page = document.pages().get((number - 1) as i32).map_err(|e| {

@@ -149,12 +149,7 @@ impl Renderer {
         mut on_opened: impl FnMut(u32),
         mut on_page: impl FnMut(&PageInfo),
     ) -> Result<Rendered, RenderError> {
-        if let Err(e) = write_frame(&mut self.stdin, request, payload) {
-            let status = self.kill();
-            return Err(RenderError::Crashed {
-                status: format!("{status}; sending the job failed: {e}"),
-            });
-        }
+        self.send(request, payload)?;
         let mut page_count = 0;
         let mut pages = Vec::new();
         let event_rx = self.events.clone();
@@ -208,6 +203,22 @@ impl Renderer {
                 }
             }
         }
+    }
+
+    /// Sends a job without waiting for its events (see [`Renderer::events`]).
+    /// On failure the renderer is dead and has been reaped.
+    pub fn send(&mut self, request: &Request, payload: &[u8]) -> Result<(), RenderError> {
+        write_frame(&mut self.stdin, request, payload).map_err(|e| {
+            let status = self.kill();
+            RenderError::Crashed {
+                status: format!("{status}; sending the job failed: {e}"),
+            }
+        })
+    }
+
+    /// The renderer's events; an `Err` or a disconnect means it died.
+    pub fn events(&self) -> &Receiver<Result<Event, String>> {
+        &self.events
     }
 
     /// Resident memory of the renderer, from `/proc` (Linux).

@@ -39,6 +39,9 @@ pub struct Request {
     pub out_dir: PathBuf,
     pub max_pages: u32,
     pub max_pixels: u64,
+    /// Open and check the document, report `Opened`, render nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Why a job failed inside the renderer.
@@ -167,6 +170,7 @@ mod tests {
             out_dir: "out/x".into(),
             max_pages: 10,
             max_pixels: 100,
+            dry_run: false,
         };
         let mut buf = Vec::new();
         write_frame(&mut buf, &request, b"%PDF-1.7").unwrap();

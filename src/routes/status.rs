@@ -51,6 +51,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
             "renderer_crashes": engine.renderer_crashes.load(Relaxed),
             "renderer_kills": engine.renderer_kills.load(Relaxed),
             "renderer_recycles": engine.renderer_recycles.load(Relaxed),
+            "fanned_out_jobs": engine.fanned_out_jobs.load(Relaxed),
             "pages_rendered": engine.pages_rendered.load(Relaxed),
             "bytes_written": engine.bytes_written.load(Relaxed),
         },
@@ -272,6 +273,17 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         out,
         "jobserver_pdf_renderer_recycles_total {}",
         e.renderer_recycles.load(Relaxed)
+    );
+    header(
+        &mut out,
+        "jobserver_pdf_fanned_out_jobs_total",
+        "counter",
+        "Jobs whose pages were spread over idle workers' renderers.",
+    );
+    let _ = writeln!(
+        out,
+        "jobserver_pdf_fanned_out_jobs_total {}",
+        e.fanned_out_jobs.load(Relaxed)
     );
     header(
         &mut out,

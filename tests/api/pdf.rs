@@ -366,12 +366,13 @@ async fn a_deadline_mid_render_answers_504_and_the_next_job_starts_within_100_ms
     assert_eq!(slow.status(), 504);
     let body: Value = slow.json().await.unwrap();
     assert_eq!(body["error"], "timeout");
-    assert!(!out.join(body["job_id"].as_str().unwrap()).exists());
 
     assert_eq!(next.status(), 200);
     let next: Value = next.json().await.unwrap();
     let waited = next["queue_ms"].as_f64().unwrap();
     assert!(waited < 400.0 + 100.0, "the next job waited {waited} ms");
+    // The next job started after the slow one's cleanup: nothing partial left.
+    assert!(!out.join(body["job_id"].as_str().unwrap()).exists());
 }
 
 #[tokio::test]
@@ -460,5 +461,121 @@ async fn without_pdfium_the_server_starts_reports_not_ready_and_answers_pdf_jobs
     assert_eq!(
         app.message(json!({"text": "still here"})).await.status(),
         200
+    );
+}
+
+fn two_workers() -> jobserver::config::Config {
+    let mut config = test_config();
+    config.pdf.pool = PoolConfig::new(2, 4, Duration::from_secs(30));
+    config
+}
+
+#[tokio::test]
+async fn a_lone_job_spreads_its_pages_over_idle_renderers_and_keeps_their_order() {
+    let config = two_workers();
+    let out = config.pdf.out_dir.clone();
+    let app = spawn_app(config).await;
+    wait_until("both renderers run", || {
+        app.state.engine.renderer_pids().len() == 2
+    })
+    .await;
+    let response = upload(&app, "?dpi=50", fixture("many-pages.pdf")).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let numbers: Vec<u64> = body["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["page"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=40).collect::<Vec<u64>>());
+    assert_eq!(
+        app.state
+            .engine
+            .fanned_out_jobs
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let job = body["job_id"].as_str().unwrap();
+    assert_eq!(files_in(&out.join(job)).len(), 40);
+    assert!(
+        files_in(&out.join(".spool")).is_empty(),
+        "the spooled upload was removed"
+    );
+    assert_eq!(
+        app.state.engine.renderer_pids().len(),
+        2,
+        "the borrowed renderer went back"
+    );
+}
+
+#[tokio::test]
+async fn a_new_job_takes_its_renderer_back_from_a_fanned_out_one() {
+    let app = spawn_app(two_workers()).await;
+    wait_until("both renderers run", || {
+        app.state.engine.renderer_pids().len() == 2
+    })
+    .await;
+    let big = {
+        let client = app.client.clone();
+        let url = app.url("/jobs/pdf?dpi=400");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header("content-type", "application/pdf")
+                .body(fixture("many-pages.pdf"))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    wait_until("the big job fans out", || {
+        app.state
+            .engine
+            .fanned_out_jobs
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    })
+    .await;
+    let small = upload(&app, "?dpi=36&pages=1", fixture("text.pdf")).await;
+    assert_eq!(small.status(), 200);
+    assert!(
+        !big.is_finished(),
+        "the small job finished first: queued jobs come first"
+    );
+    let big = big.await.unwrap();
+    assert_eq!(big.status(), 200);
+    let body: Value = big.json().await.unwrap();
+    assert_eq!(body["pages"].as_array().unwrap().len(), 40);
+}
+
+#[tokio::test]
+async fn a_deadline_during_fan_out_stops_every_renderer_and_both_workers_carry_on() {
+    let config = two_workers();
+    let out = config.pdf.out_dir.clone();
+    let app = spawn_app(config).await;
+    wait_until("both renderers run", || {
+        app.state.engine.renderer_pids().len() == 2
+    })
+    .await;
+    let before = app.state.engine.renderer_pids();
+    let slow = upload(&app, "?dpi=600&timeout_ms=400", fixture("many-pages.pdf")).await;
+    assert_eq!(slow.status(), 504);
+    let body: Value = slow.json().await.unwrap();
+    // The answer leaves at the deadline; the worker cleans up right after.
+    wait_until("the worker has cleaned up", || app.state.pdf.busy() == 0).await;
+    assert!(!out.join(body["job_id"].as_str().unwrap()).exists());
+    wait_until("both renderers are replaced", || {
+        let now = app.state.engine.renderer_pids();
+        now.len() == 2 && now.iter().all(|p| !before.contains(p))
+    })
+    .await;
+    let (a, b) = tokio::join!(
+        upload(&app, "?dpi=36&pages=1", fixture("text.pdf")),
+        upload(&app, "?dpi=36&pages=2", fixture("text.pdf"))
+    );
+    assert_eq!(
+        (a.status(), b.status()),
+        (reqwest::StatusCode::OK, reqwest::StatusCode::OK)
     );
 }
