@@ -195,6 +195,17 @@ pub fn render(
         // One buffer for the renderer's life: freeing and re-allocating a
         // page-sized buffer costs ~16 ms per page in page faults.
         if buffer.len() < needed {
+            // Under the address-space cap a huge page must fail its job,
+            // not abort the process.
+            buffer.try_reserve_exact(needed - buffer.len()).map_err(|_| {
+                (
+                    FailKind::Limit,
+                    format!(
+                        "page {number} ({width}x{height} px) needs {} MiB for its bitmap, more than the renderer may use (PDF_RENDERER_MEMORY_LIMIT_MB)",
+                        needed >> 20
+                    ),
+                )
+            })?;
             buffer.resize(needed, 0);
         }
         {

@@ -579,3 +579,74 @@ async fn a_deadline_during_fan_out_stops_every_renderer_and_both_workers_carry_o
         (reqwest::StatusCode::OK, reqwest::StatusCode::OK)
     );
 }
+
+#[tokio::test]
+async fn a_renderer_is_recycled_after_its_job_quota() {
+    let mut config = test_config();
+    config.pdf.renderer_max_jobs = 2;
+    let app = spawn_app(config).await;
+    wait_until("a renderer runs", || {
+        app.state.engine.renderer_pids().len() == 1
+    })
+    .await;
+    let first = app.state.engine.renderer_pids()[0];
+    for page in ["1", "2"] {
+        let response = upload(&app, &format!("?dpi=36&pages={page}"), fixture("text.pdf")).await;
+        assert_eq!(response.status(), 200);
+    }
+    let recycles = app
+        .state
+        .engine
+        .renderer_recycles
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(recycles, 1, "two jobs reach the quota of two");
+    let pids = app.state.engine.renderer_pids();
+    assert_eq!(pids.len(), 1);
+    assert_ne!(pids[0], first, "a fresh renderer took over");
+    assert_eq!(
+        upload(&app, "?dpi=36&pages=3", fixture("text.pdf"))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_renderer_above_the_memory_mark_is_recycled_after_its_job() {
+    let mut config = test_config();
+    // Any renderer that has loaded pdfium holds more than 1 MiB.
+    config.pdf.renderer_max_rss_mb = 1;
+    let app = spawn_app(config).await;
+    assert_eq!(
+        upload(&app, "?dpi=36&pages=1", fixture("text.pdf"))
+            .await
+            .status(),
+        200
+    );
+    let recycles = app
+        .state
+        .engine
+        .renderer_recycles
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(recycles, 1);
+}
+
+#[tokio::test]
+async fn a_page_too_big_for_the_renderers_memory_cap_fails_alone_with_422() {
+    let mut config = test_config();
+    // Enough to load pdfium, too little for an A4 bitmap at 600 dpi (~100 MiB).
+    config.pdf.renderer_memory_limit_mb = 96;
+    let app = spawn_app(config).await;
+    let big = upload(&app, "?dpi=600&pages=1", fixture("text.pdf")).await;
+    assert_eq!(big.status(), 422);
+    let body: Value = big.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("PDF_RENDERER_MEMORY_LIMIT_MB"),
+        "{body}"
+    );
+    let small = upload(&app, "?dpi=72&pages=1", fixture("text.pdf")).await;
+    assert_eq!(small.status(), 200, "the renderer carries on");
+}
