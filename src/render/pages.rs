@@ -88,3 +88,57 @@ mod tests {
         assert!(err.contains("9"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Property tests: the parser never panics, and what it accepts means
+    //! what it says.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(spec in "\\PC{0,40}") {
+            let _ = parse(&spec);
+        }
+
+        #[test]
+        fn near_valid_text_never_panics(spec in "[0-9,\\- ]{0,30}") {
+            if let Ok(ranges) = parse(&spec) {
+                for (start, end) in &ranges {
+                    prop_assert!(*start >= 1);
+                    if let Some(end) = end {
+                        prop_assert!(start <= end);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn written_ranges_round_trip_and_resolve_inside_the_document(
+            ranges in proptest::collection::vec((1u32..60, 0u32..10, any::<bool>()), 1..6),
+            page_count in 1u32..80,
+        ) {
+            let spec: Vec<String> = ranges
+                .iter()
+                .map(|(start, len, open)| match (len, open) {
+                    (_, true) => format!("{start}-"),
+                    (0, false) => format!("{start}"),
+                    (len, false) => format!("{start}-{}", start + len),
+                })
+                .collect();
+            let parsed = parse(&spec.join(",")).expect("well-formed ranges parse");
+            prop_assert_eq!(parsed.len(), ranges.len());
+            match resolve(Some(&parsed), page_count) {
+                Ok(pages) => {
+                    prop_assert!(pages.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+                    prop_assert!(pages.iter().all(|&p| (1..=page_count).contains(&p)));
+                }
+                Err(_) => prop_assert!(parsed.iter().any(|(s, e)| *s > page_count || e.is_some_and(|e| e > page_count))),
+            }
+        }
+    }
+}

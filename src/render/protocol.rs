@@ -205,3 +205,68 @@ mod tests {
         assert!(read_frame::<Event>(&mut &huge[..], 0).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Property tests of the frame reader: whatever bytes a dying or
+    //! misbehaving renderer writes, reading them returns an error or a
+    //! frame, never a panic or an allocation past the limits.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut r = &bytes[..];
+            while let Ok(Some(_)) = read_frame::<Event>(&mut r, 1024) {}
+        }
+
+        #[test]
+        fn a_valid_frame_with_corrupted_bytes_never_panics(
+            page in 1u32..10_000,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+        ) {
+            let mut buf = Vec::new();
+            let event = Event::Page(PageInfo { page, width: 10, height: 20, bytes: 30 });
+            write_frame(&mut buf, &event, b"payload").unwrap();
+            let clean = buf.clone();
+            for (at, byte) in flips {
+                let i = at % buf.len();
+                buf[i] ^= byte;
+            }
+            let mut r = &buf[..];
+            let read = read_frame::<Event>(&mut r, 1024);
+            if buf == clean {
+                let (back, payload) = read.unwrap().unwrap();
+                prop_assert_eq!(back, event);
+                prop_assert_eq!(payload, b"payload".to_vec());
+            }
+        }
+
+        #[test]
+        fn requests_round_trip(
+            dpi in 1u32..2000,
+            password in proptest::option::of("\\PC{0,20}"),
+            payload in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let request = Request {
+                source: Source::Payload,
+                password,
+                dpi,
+                pages: Some(vec![(1, None)]),
+                out_dir: "out/x".into(),
+                max_pages: 5,
+                max_pixels: 7,
+                dry_run: false,
+            };
+            let mut buf = Vec::new();
+            write_frame(&mut buf, &request, &payload).unwrap();
+            let (back, bytes): (Request, _) = read_frame(&mut &buf[..], 1 << 20).unwrap().unwrap();
+            prop_assert_eq!(back, request);
+            prop_assert_eq!(bytes, payload);
+        }
+    }
+}
