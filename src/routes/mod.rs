@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
             Arc::clone(&state.http),
             crate::metrics::track_http,
         ))
+        .layer(axum::middleware::from_fn(close_if_body_unread))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("the request handler panicked".into()).into_response()
         }))
@@ -184,6 +185,62 @@ fn governor_error(err: GovernorError) -> Response<Body> {
     responses((status = 200, description = "The dashboard", content_type = "text/html", body = String)))]
 async fn dashboard() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../dashboard.html"))
+}
+
+/// Adds `Connection: close` to a response sent before its request body was
+/// read to the end (a 413, 415 or 429 answered from the headers alone).
+/// The server cannot reuse such a connection, and without the header a
+/// keep-alive client would send its next request into a closed socket.
+async fn close_if_body_unread(request: Request, next: axum::middleware::Next) -> Response<Body> {
+    use axum::body::HttpBody as _;
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (parts, body) = request.into_parts();
+    let body = Body::new(WatchEnd {
+        inner: body,
+        finished: Arc::clone(&finished),
+    });
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    if !finished.load(std::sync::atomic::Ordering::Acquire) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// A request body that records when it has been read to the end.
+struct WatchEnd {
+    inner: Body,
+    finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl axum::body::HttpBody for WatchEnd {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.finished
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -62,6 +62,48 @@ async fn a_body_over_the_limit_is_413() {
     assert_eq!(error_code(response).await, "payload_too_large");
 }
 
+/// Sends one raw HTTP/1.1 request and returns the response head, lower-cased.
+fn raw_head(addr: std::net::SocketAddr, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /jobs/message HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        body
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_lowercase()
+}
+
+#[tokio::test]
+async fn a_response_sent_before_the_body_was_read_says_connection_close() {
+    let mut config = test_config();
+    config.max_body_bytes = 1024;
+    let app = spawn_app(config).await;
+    let addr = app.addr;
+    let big = json!({"text": "x".repeat(64 * 1024)}).to_string();
+    let small = json!({"text": "fits"}).to_string();
+    let (refused, accepted) =
+        tokio::task::spawn_blocking(move || (raw_head(addr, &big), raw_head(addr, &small)))
+            .await
+            .unwrap();
+    // Without the header a keep-alive client would write its next request
+    // into a socket the server is closing.
+    assert!(refused.starts_with("http/1.1 413"), "{refused}");
+    assert!(refused.contains("connection: close"), "{refused}");
+    assert!(accepted.starts_with("http/1.1 200"), "{accepted}");
+    assert!(
+        !accepted.contains("connection: close"),
+        "a read body keeps the connection: {accepted}"
+    );
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_in_the_error_shape() {
     let app = spawn_app(test_config()).await;
