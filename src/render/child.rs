@@ -121,6 +121,13 @@ pub fn render(
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     let password = request.password.as_deref();
+    // pdfium-render panics on a password it cannot pass as a C string.
+    if password.is_some_and(|p| p.contains('\0')) {
+        return Err((
+            FailKind::Password,
+            "the password must not contain NUL characters".into(),
+        ));
+    }
     let document = match &request.source {
         Source::File(path) => pdfium.load_pdf_from_file(path, password),
         Source::Payload => pdfium.load_pdf_from_byte_slice(payload, password),
@@ -145,16 +152,22 @@ pub fn render(
     }
     // Every limit is checked before the first page is rendered, so a job
     // is refused whole rather than failing half-way.
+    // The size comes from the page dictionary (FPDF_GetPageSizeByIndexF):
+    // loading the page would parse its content, which the render loop
+    // does again, and a hostile content stream can take seconds and GiBs.
     let mut sizes = Vec::with_capacity(selected.len());
     for &number in &selected {
-        let page = document.pages().get((number - 1) as i32).map_err(|e| {
-            (
-                FailKind::Format,
-                format!("page {number} cannot be read: {e}"),
-            )
-        })?;
+        let size = document
+            .pages()
+            .page_size((number - 1) as i32)
+            .map_err(|e| {
+                (
+                    FailKind::Format,
+                    format!("page {number} cannot be read: {e}"),
+                )
+            })?;
         let (w, h) =
-            pixel_size(page.width().value, page.height().value, request.dpi).ok_or_else(|| {
+            pixel_size(size.width().value, size.height().value, request.dpi).ok_or_else(|| {
                 (
                     FailKind::Limit,
                     format!("page {number} has an invalid size"),

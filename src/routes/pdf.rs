@@ -262,6 +262,16 @@ pub fn build_job(
         .transpose()
         .map_err(ApiError::BadRequest)?;
     let timeout = super::timeout_from(options.timeout_ms)?;
+    // pdfium takes the password as a C string.
+    if options
+        .password
+        .as_deref()
+        .is_some_and(|p| p.contains('\0'))
+    {
+        return Err(ApiError::BadRequest(
+            "password must not contain NUL characters".into(),
+        ));
+    }
     let job = PdfJob {
         input,
         dpi,

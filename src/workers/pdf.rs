@@ -141,6 +141,16 @@ impl From<PdfError> for JobError {
                 }
                 FailKind::Engine => JobError::Failed(message),
             },
+            // pdfium calls abort() when an allocation fails
+            // (FX_OutOfMemoryTerminate), as it does under the renderer's
+            // RLIMIT_AS cap (so does Rust's allocation-failure handler):
+            // the document needs more memory than a renderer may use.
+            // Other deaths (SIGSEGV, traps) stay 500.
+            PdfError::Render(RenderError::Crashed { status }) if status.contains("SIGABRT") => {
+                JobError::Invalid(
+                    "the document needs more memory than a renderer may use (PDF_RENDERER_MEMORY_LIMIT_MB); pdfium ran out and the renderer aborted".into(),
+                )
+            }
             PdfError::Render(RenderError::Cancelled) => JobError::Cancelled,
             PdfError::Render(RenderError::Unavailable(reason)) => JobError::Unavailable(reason),
             PdfError::Render(e @ (RenderError::Crashed { .. } | RenderError::Io(_))) => {

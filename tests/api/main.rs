@@ -4,6 +4,7 @@
 mod dashboard;
 mod fuzz;
 mod helpers;
+mod hostile;
 mod message;
 mod observability;
 mod pdf;

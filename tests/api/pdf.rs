@@ -158,6 +158,13 @@ async fn a_multipart_upload_with_the_password_opens_an_encrypted_file() {
         "{body}"
     );
 
+    let nul = send(Some("a\0b")).await.unwrap();
+    assert_eq!(
+        nul.status(),
+        400,
+        "a password pdfium cannot take is refused up front"
+    );
+
     let wrong = send(Some("guess")).await.unwrap();
     assert_eq!(wrong.status(), 422);
     let body: Value = wrong.json().await.unwrap();
