@@ -170,7 +170,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        // 503 and 504 are the server refusing or giving up as designed;
+        // only failures (crashes, panics, internal errors) are errors.
+        if status.is_server_error()
+            && status != StatusCode::SERVICE_UNAVAILABLE
+            && status != StatusCode::GATEWAY_TIMEOUT
+        {
             tracing::error!(error = code, job_id = ?self.job_id(), "{self}");
         } else {
             tracing::debug!(error = code, job_id = ?self.job_id(), "{self}");
