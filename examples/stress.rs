@@ -619,6 +619,8 @@ struct Ctx {
     /// A client that never reuses a connection, for requests the server
     /// may answer before reading their body (see [`Ctx::http`]).
     fresh: reqwest::Client,
+    /// Whether to send those requests on fresh connections.
+    isolate: bool,
     targets: Vec<Target>,
     log: Arc<Mutex<Log>>,
     fx: Arc<Fixtures>,
@@ -676,7 +678,12 @@ fn body_shape(status: u16, kind: Kind, body: &[u8], json: Option<&Value>) -> Res
 }
 
 impl Ctx {
-    fn new(targets: Vec<Target>, log: Arc<Mutex<Log>>, fx: Arc<Fixtures>) -> Arc<Self> {
+    fn new(
+        targets: Vec<Target>,
+        log: Arc<Mutex<Log>>,
+        fx: Arc<Fixtures>,
+        isolate: bool,
+    ) -> Arc<Self> {
         let client = reqwest::Client::builder()
             .no_proxy()
             // Far above any deadline the server gives a job: hitting it
@@ -693,6 +700,7 @@ impl Ctx {
         Arc::new(Ctx {
             client,
             fresh,
+            isolate,
             targets,
             log,
             fx,
@@ -700,17 +708,17 @@ impl Ctx {
         })
     }
 
-    /// The client for a kind of request. The server closes a connection
-    /// after answering a request whose body it did not read (413, 415, a
-    /// 400 from the query, a 429) without saying `Connection: close`, so
-    /// a client that reuses that connection can fail its next request
-    /// (reported as a finding, see [`early_answer_probe`]). Malformed and
-    /// rate-limited requests therefore go on fresh connections, keeping
-    /// the other clients' pooled connections out of that race; every
-    /// other transport error still counts as a violation.
+    /// The client for a kind of request. A server that answers before
+    /// reading a request's body (413, 415, a 400 from the query, a 429)
+    /// cannot reuse the connection; unless it says `Connection: close`, a
+    /// client that reuses it fails its next request. The run probes this
+    /// first ([`early_answer_probe`]); if the server lacks the header,
+    /// malformed and rate-limited requests go on fresh connections so the
+    /// other clients' pooled connections stay out of that race (the issue
+    /// is reported as a finding), and every transport error still counts.
     fn http(&self, kind: Kind) -> &reqwest::Client {
         match kind {
-            Kind::Malformed | Kind::RateLimited => &self.fresh,
+            Kind::Malformed | Kind::RateLimited if self.isolate => &self.fresh,
             _ => &self.client,
         }
     }
@@ -2023,12 +2031,25 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-fn findings_table(findings: &[(String, String)]) -> String {
+/// A known server issue probed for: reported, never a violation.
+struct Finding {
+    name: String,
+    present: bool,
+    detail: String,
+}
+
+fn findings_table(findings: &[Finding]) -> String {
     let mut out = String::from(
-        "### Findings (server issues observed; reported, not counted as violations)\n\n| finding | observed |\n|---|---|\n",
+        "### Findings (known server issues probed for; reported, not counted as violations)\n\n| issue | present | observed |\n|---|---|---|\n",
     );
-    for (name, detail) in findings {
-        let _ = writeln!(out, "| {name} | {} |", detail.replace('|', "\\|"));
+    for f in findings {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            f.name,
+            if f.present { "**yes**" } else { "no" },
+            f.detail.replace('|', "\\|")
+        );
     }
     out
 }
@@ -2036,8 +2057,13 @@ fn findings_table(findings: &[(String, String)]) -> String {
 /// Kills one renderer of an idle server and watches what follows: is it
 /// reaped, does it leave the pid list, does readiness notice, and does the
 /// next job on that worker run or fail for a renderer it never used?
-async fn idle_kill_probe(probe: &reqwest::Client, server: &Server) -> (String, String) {
-    let name = "renderer killed while idle (no job running)".to_string();
+async fn idle_kill_probe(probe: &reqwest::Client, server: &Server) -> Finding {
+    let name = "renderer killed while idle: zombie, still listed, next job 500".to_string();
+    let missing = |detail: String| Finding {
+        name: name.clone(),
+        present: false,
+        detail,
+    };
     let status = get_json(probe, &format!("{}/status", server.base)).await;
     let Some(pid) = status.as_ref().and_then(|s| {
         s["pdf_engine"]["renderer_pids"]
@@ -2046,10 +2072,10 @@ async fn idle_kill_probe(probe: &reqwest::Client, server: &Server) -> (String, S
             .as_u64()
             .map(|p| p as u32)
     }) else {
-        return (name, "no renderer pid to kill".into());
+        return missing("no renderer pid to kill".into());
     };
     if !matches!(proc_state(pid), Some((s, ppid)) if ppid == server.pid && s != 'Z') {
-        return (name, format!("pid {pid} is not a live child of the server"));
+        return missing(format!("pid {pid} is not a live child of the server"));
     }
     let _ = Command::new("kill")
         .args(["-9", &pid.to_string()])
@@ -2087,21 +2113,23 @@ async fn idle_kill_probe(probe: &reqwest::Client, server: &Server) -> (String, S
         }
     }
     let reaped = proc_state(pid).is_none_or(|(s, _)| s != 'Z');
-    (
+    Finding {
+        present: zombie || listed || answers.contains(&500),
         name,
-        format!(
-            "after 1 s: zombie {zombie}, still in renderer_pids {listed}, /readyz {ready}; next jobs answered {answers:?}; reaped after them {reaped}"
+        detail: format!(
+            "SIGKILL pid {pid}; after 1 s: zombie {zombie}, still in renderer_pids {listed}, /readyz {ready}; next one-page jobs answered {answers:?}; reaped after them {reaped}"
         ),
-    )
+    }
 }
 
 /// Sends an upload over `MAX_UPLOAD_BYTES` the way an HTTP client does
 /// (headers, then the body, writing on after an early answer), then a
 /// second request on the same connection. Returns the finding's row.
-async fn early_answer_probe(server: &Server) -> (String, String) {
-    let name = "413 sent before the body is read: keep-alive connection closed without `Connection: close`".to_string();
+async fn early_answer_probe(server: &Server) -> Finding {
+    let name = "413 sent before the body is read: connection closed without `Connection: close`"
+        .to_string();
     let addr = server.base.trim_start_matches("http://").to_string();
-    let result = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+    let result = tokio::task::spawn_blocking(move || -> std::io::Result<(bool, String)> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&addr)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -2145,18 +2173,25 @@ async fn early_answer_probe(server: &Server) -> (String, String) {
                 .to_string(),
             Err(e) => format!("failed: {e}"),
         };
-        Ok(format!(
-            "first answer {status:?}, `Connection: close` {close}; rest of body {}; next request on the connection: {second}",
-            if rest.is_ok() { "written" } else { "refused" }
+        Ok((
+            close,
+            format!(
+                "first answer {status:?}, `Connection: close` {close}; rest of body {}; next request on the connection: {second}",
+                if rest.is_ok() { "written" } else { "refused" }
+            ),
         ))
     })
     .await;
-    let detail = match result {
-        Ok(Ok(text)) => text,
-        Ok(Err(e)) => format!("probe failed: {e}"),
-        Err(e) => format!("probe failed: {e}"),
+    let (present, detail) = match result {
+        Ok(Ok((close, text))) => (!close, text),
+        Ok(Err(e)) => (true, format!("probe failed: {e}")),
+        Err(e) => (true, format!("probe failed: {e}")),
     };
-    (name, detail)
+    Finding {
+        name,
+        present,
+        detail,
+    }
 }
 
 fn checks_table(out: &mut String, checks: &Checks) {
@@ -2313,6 +2348,8 @@ async fn main_mode(args: &Args, root: &Path, out: &mut String) -> Result<Checks,
     let fx = Arc::new(Fixtures::load()?);
     let mut a = start_server(&MAIN_SERVER, root, &probe).await?;
     let mut b = start_server(&LIMITED_SERVER, root, &probe).await?;
+    let early = early_answer_probe(&a).await;
+    let isolate = early.present;
     let servers = [(a.name, a.limited), (b.name, b.limited)];
     let targets = || {
         vec![
@@ -2344,7 +2381,7 @@ async fn main_mode(args: &Args, root: &Path, out: &mut String) -> Result<Checks,
     );
     // Warm-up: the same mix, no faults; then the baseline.
     {
-        let ctx = Ctx::new(targets(), Arc::clone(&log), Arc::clone(&fx));
+        let ctx = Ctx::new(targets(), Arc::clone(&log), Arc::clone(&fx), isolate);
         let tasks = spawn_clients(&ctx, args.seed, &[Kind::RateLimited]);
         run_phase(&ctx, tasks, warmup).await;
         eprintln!(
@@ -2376,7 +2413,7 @@ async fn main_mode(args: &Args, root: &Path, out: &mut String) -> Result<Checks,
         Arc::clone(&kills),
     ));
     {
-        let ctx = Ctx::new(targets(), Arc::clone(&log), Arc::clone(&fx));
+        let ctx = Ctx::new(targets(), Arc::clone(&log), Arc::clone(&fx), isolate);
         let tasks = spawn_clients(&ctx, args.seed.rotate_left(17), &[Kind::RateLimited]);
         run_phase(&ctx, tasks, duration).await;
         eprintln!(
@@ -2497,10 +2534,9 @@ async fn main_mode(args: &Args, root: &Path, out: &mut String) -> Result<Checks,
     let leftover_504 = disk_a.leftover_504 + disk_b.leftover_504;
 
     // Known issues: observed and reported, not counted as violations.
-    let mut findings: Vec<(String, String)> = Vec::new();
+    let mut findings = vec![early];
     eprintln!("stress: probes at {:.1} s", t0.elapsed().as_secs_f64());
     findings.push(idle_kill_probe(&probe, &a).await);
-    findings.push(early_answer_probe(&a).await);
     let error_504 = strip_ansi(&std::fs::read_to_string(&a.log_path).unwrap_or_default())
         .lines()
         .filter(|l| {
@@ -2509,14 +2545,16 @@ async fn main_mode(args: &Args, root: &Path, out: &mut String) -> Result<Checks,
         })
         .count();
     let answered_504 = count(&|r| r.target == 0 && matches!(r.res, Res::Http { status: 504, .. }));
-    findings.push((
-        "504 answers logged at ERROR (README: expected 504s are not logged as errors)".into(),
-        format!("{error_504} ERROR lines for {answered_504} answers 504 (RUST_LOG=warn)"),
-    ));
-    findings.push((
-        "504 whose pages stay on disk (job finished as its deadline fired)".into(),
-        format!("{leftover_504} folders"),
-    ));
+    findings.push(Finding {
+        name: "504 answers logged at ERROR (README: expected 504s are not)".into(),
+        present: error_504 > 0,
+        detail: format!("{error_504} ERROR lines for {answered_504} answers 504 (RUST_LOG=warn)"),
+    });
+    findings.push(Finding {
+        name: "504 whose pages stay on disk (job finished as its deadline fired)".into(),
+        present: leftover_504 > 0,
+        detail: format!("{leftover_504} folders"),
+    });
 
     eprintln!(
         "stress: stopping servers at {:.1} s",
@@ -2547,6 +2585,15 @@ async fn main_mode(args: &Args, root: &Path, out: &mut String) -> Result<Checks,
         "- server B (rate-limited class only): {}",
         LIMITED_SERVER.describe()
     );
+    let _ = writeln!(
+        out,
+        "- malformed and rate-limited requests {}",
+        if isolate {
+            "on fresh connections (the server closes early-answered connections without `Connection: close`)"
+        } else {
+            "share the other clients' keep-alive connections"
+        }
+    );
     tables(out, &log, &["A", "B"]);
     let _ = writeln!(
         out,
@@ -2575,6 +2622,7 @@ async fn shutdown_mode(args: &Args, root: &Path, out: &mut String) -> Result<Che
     let probe = probe_client();
     let fx = Arc::new(Fixtures::load()?);
     let mut a = start_server(&MAIN_SERVER, root, &probe).await?;
+    let isolate = early_answer_probe(&a).await.present;
     let log = Arc::new(Mutex::new(Log::default()));
     let mut checks = Checks::new();
     eprintln!(
@@ -2597,6 +2645,7 @@ async fn shutdown_mode(args: &Args, root: &Path, out: &mut String) -> Result<Che
         }],
         Arc::clone(&log),
         Arc::clone(&fx),
+        isolate,
     );
     let tasks = spawn_clients(&ctx, args.seed, &[Kind::Long, Kind::Long]);
     tokio::time::sleep(duration).await;
