@@ -23,6 +23,7 @@
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod metrics;
 pub mod queue;
 pub mod render;

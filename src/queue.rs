@@ -60,7 +60,19 @@ pub trait Worker: Send + 'static {
     fn units(_output: &Self::Output) -> u64 {
         0
     }
+
+    /// Called on the worker thread after `IDLE_TICK` without a job: a
+    /// chance to check resources the worker holds (a child process that
+    /// died while idle, say).
+    fn idle(&mut self) {}
+
+    /// Called with an output whose caller left before it could be
+    /// delivered, to release what it holds (files on disk, say).
+    fn discard(&mut self, _output: Self::Output) {}
 }
+
+/// How long a worker waits for a job before calling [`Worker::idle`].
+const IDLE_TICK: Duration = Duration::from_millis(500);
 
 /// A job's answer on success, with where and how long it ran.
 #[derive(Debug)]
@@ -827,6 +839,10 @@ fn worker_loop<W: Worker>(
                 Err(_) => break,
             },
             recv(shutdown) -> _ => break,
+            default(IDLE_TICK) => {
+                worker.idle();
+                continue;
+            }
         };
         if inner.draining.load(Ordering::Acquire) {
             answer_unstarted(envelope, JobError::ShuttingDown);
@@ -929,8 +945,11 @@ fn run_one<W: Worker>(
             }
         },
     }
-    // The caller may be gone (deadline, disconnect): then nobody reads this.
-    let _ = reply.send(outcome);
+    // The caller may be gone (deadline, disconnect): then nobody reads this,
+    // and what the job made is released.
+    if let Err(Ok(done)) = reply.send(outcome) {
+        worker.discard(done.output);
+    }
 }
 
 fn panic_message(panic: &Box<dyn Any + Send>) -> String {

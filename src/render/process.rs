@@ -221,6 +221,11 @@ impl Renderer {
         &self.events
     }
 
+    /// Whether the process still runs; reaps it if it has exited.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Resident memory of the renderer, from `/proc` (Linux).
     pub fn rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;

@@ -276,6 +276,10 @@ impl PdfWorker {
             if state.owner_busy || state.lent {
                 continue;
             }
+            // Never lend a dead renderer: the owner replaces it.
+            if state.renderer.as_mut().is_some_and(|r| !r.is_alive()) {
+                continue;
+            }
             if let Some(renderer) = state.renderer.take() {
                 state.lent = true;
                 lanes.push(Lane {
@@ -335,6 +339,13 @@ impl PdfWorker {
 
     /// The live renderer, started if there is none.
     fn renderer(&mut self) -> Result<&mut Renderer, RenderError> {
+        // A renderer that died between jobs (killed, OOM) is replaced
+        // before the job is sent, not discovered by failing the job.
+        if self.renderer.as_mut().is_some_and(|r| !r.is_alive()) {
+            self.engine.renderer_crashes.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("renderer died while idle; starting a new one");
+            self.drop_renderer();
+        }
         if self.renderer.is_none() {
             let started = std::time::Instant::now();
             match Renderer::spawn(&self.settings.renderer) {
@@ -681,6 +692,31 @@ impl Worker for PdfWorker {
     type Job = PdfJob;
     type Output = PdfOutput;
     type Error = PdfError;
+
+    /// Between jobs: reap and replace this worker's renderer if it died,
+    /// so no zombie lingers and `/status` lists only live renderers.
+    ///
+    /// A renderer lent to another worker's fanned-out job is left alone:
+    /// claiming it would pull it out of that job every tick.
+    fn idle(&mut self) {
+        let needs_care = {
+            let mut state = lock(&self.slots[self.index].state);
+            !state.lent && state.renderer.as_mut().is_none_or(|r| !r.is_alive())
+        };
+        if needs_care {
+            self.claim();
+            let _ = self.renderer();
+            self.park();
+        }
+    }
+
+    /// The caller is gone (deadline passed as the job finished, client
+    /// hung up): nobody will fetch these pages, so nothing stays on disk.
+    fn discard(&mut self, output: PdfOutput) {
+        if let Err(e) = std::fs::remove_dir_all(&output.out_dir) {
+            tracing::warn!(dir = %output.out_dir.display(), "cannot remove an undelivered job's output: {e}");
+        }
+    }
 
     fn units(output: &PdfOutput) -> u64 {
         output.pages.len() as u64

@@ -1,0 +1,1 @@
+//! Primary election among instances sharing `OUT_DIR` (to be written).

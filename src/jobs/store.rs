@@ -1,0 +1,1 @@
+//! Persistence of async job records in SQLite (to be written).
