@@ -8,7 +8,8 @@
 //! `Config` values directly and never touch the environment.
 //!
 //! Worker types share one naming pattern: `<TYPE>_WORKERS`,
-//! `<TYPE>_QUEUE_CAPACITY`, `<TYPE>_TIMEOUT_MS`, `<TYPE>_QUEUE_TIMEOUT_MS`.
+//! `<TYPE>_QUEUE_CAPACITY`, `<TYPE>_TIMEOUT_MS`, `<TYPE>_QUEUE_TIMEOUT_MS`,
+//! `<TYPE>_ASYNC_TIMEOUT_MS`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,16 @@ pub const DEFAULT_MESSAGE_WORKERS: usize = 1;
 pub const DEFAULT_MESSAGE_QUEUE_CAPACITY: usize = 10;
 /// Total time a message job may take, queue wait included.
 pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 5_000;
+/// Total time an async message job may take, queue wait included.
+pub const DEFAULT_MESSAGE_ASYNC_TIMEOUT_MS: u64 = 60_000;
+/// Total time an async PDF job may take, queue wait included: long
+/// documents are what async mode is for.
+pub const DEFAULT_PDF_ASYNC_TIMEOUT_MS: u64 = 600_000;
+/// How long a finished async job's record and any job's output are kept.
+pub const DEFAULT_RESULT_TTL_SECS: u64 = 3_600;
+/// Async job records kept at once (queued, running and finished within
+/// the TTL); past it, async submits get 503.
+pub const DEFAULT_MAX_TRACKED_JOBS: u64 = 10_000;
 /// Requests per minute per client IP on job routes; 0 turns limiting off.
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 600;
 /// Requests a client may send at once before the per-minute rate applies.
@@ -66,6 +77,8 @@ pub struct PoolConfig {
     pub queue_timeout: Duration,
     /// Longest a job may take from admission to answer (queue wait included).
     pub timeout: Duration,
+    /// The same for an async job, whose caller does not wait on a connection.
+    pub async_timeout: Duration,
 }
 
 impl PoolConfig {
@@ -76,6 +89,30 @@ impl PoolConfig {
             queue_capacity,
             queue_timeout: timeout,
             timeout,
+            async_timeout: timeout,
+        }
+    }
+
+    pub fn with_async_timeout(mut self, async_timeout: Duration) -> Self {
+        self.async_timeout = async_timeout;
+        self
+    }
+}
+
+/// Async jobs: how long results live and how many records may exist.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JobsConfig {
+    /// Finished async jobs (record and output) and sync jobs' output are
+    /// removed this long after they finished.
+    pub result_ttl: Duration,
+    pub max_tracked: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            result_ttl: Duration::from_secs(DEFAULT_RESULT_TTL_SECS),
+            max_tracked: DEFAULT_MAX_TRACKED_JOBS,
         }
     }
 }
@@ -146,7 +183,8 @@ impl Default for PdfConfig {
                 workers,
                 workers * DEFAULT_PDF_QUEUE_PER_WORKER,
                 Duration::from_millis(DEFAULT_PDF_TIMEOUT_MS),
-            ),
+            )
+            .with_async_timeout(Duration::from_millis(DEFAULT_PDF_ASYNC_TIMEOUT_MS)),
             default_dpi: DEFAULT_PDF_DPI,
             max_dpi: DEFAULT_PDF_MAX_DPI,
             max_pages: DEFAULT_PDF_MAX_PAGES,
@@ -173,6 +211,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub shutdown_grace: Duration,
     pub max_body_bytes: usize,
+    pub jobs: JobsConfig,
 }
 
 impl Default for Config {
@@ -185,7 +224,8 @@ impl Default for Config {
                 DEFAULT_MESSAGE_WORKERS,
                 DEFAULT_MESSAGE_QUEUE_CAPACITY,
                 Duration::from_millis(DEFAULT_MESSAGE_TIMEOUT_MS),
-            ),
+            )
+            .with_async_timeout(Duration::from_millis(DEFAULT_MESSAGE_ASYNC_TIMEOUT_MS)),
             pdf: PdfConfig::default(),
             rate_limit: RateLimitConfig {
                 per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
@@ -193,6 +233,7 @@ impl Default for Config {
             },
             shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -256,6 +297,10 @@ impl Config {
         env.parse("RATE_LIMIT_BURST", &mut config.rate_limit.burst)?;
         env.millis("SHUTDOWN_GRACE_MS", &mut config.shutdown_grace)?;
         env.parse("MAX_BODY_BYTES", &mut config.max_body_bytes)?;
+        let mut ttl_secs = config.jobs.result_ttl.as_secs();
+        env.parse("RESULT_TTL_SECS", &mut ttl_secs)?;
+        config.jobs.result_ttl = Duration::from_secs(ttl_secs);
+        env.parse("MAX_TRACKED_JOBS", &mut config.jobs.max_tracked)?;
         config.validate()?;
         Ok(config)
     }
@@ -296,6 +341,16 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err(ConfigError::new("MAX_BODY_BYTES", 0, "must be at least 1"));
         }
+        if self.jobs.result_ttl.is_zero() {
+            return Err(ConfigError::new("RESULT_TTL_SECS", 0, "must be at least 1"));
+        }
+        if self.jobs.max_tracked == 0 {
+            return Err(ConfigError::new(
+                "MAX_TRACKED_JOBS",
+                0,
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 }
@@ -332,6 +387,13 @@ fn validate_pool(prefix: &str, pool: &PoolConfig) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if pool.async_timeout.is_zero() {
+        return Err(ConfigError::new(
+            &format!("{prefix}_ASYNC_TIMEOUT_MS"),
+            0,
+            "must be at least 1",
+        ));
+    }
     Ok(())
 }
 
@@ -360,7 +422,8 @@ impl Env<'_> {
         Ok(())
     }
 
-    /// `<PREFIX>_WORKERS`, `_QUEUE_CAPACITY`, `_TIMEOUT_MS`, `_QUEUE_TIMEOUT_MS`.
+    /// `<PREFIX>_WORKERS`, `_QUEUE_CAPACITY`, `_TIMEOUT_MS`, `_QUEUE_TIMEOUT_MS`,
+    /// `_ASYNC_TIMEOUT_MS`.
     /// The queue budget follows the total budget unless set on its own.
     pub fn pool(&self, prefix: &str, pool: &mut PoolConfig) -> Result<(), ConfigError> {
         self.parse(&format!("{prefix}_WORKERS"), &mut pool.workers)?;
@@ -376,6 +439,10 @@ impl Env<'_> {
         self.millis(
             &format!("{prefix}_QUEUE_TIMEOUT_MS"),
             &mut pool.queue_timeout,
+        )?;
+        self.millis(
+            &format!("{prefix}_ASYNC_TIMEOUT_MS"),
+            &mut pool.async_timeout,
         )?;
         Ok(())
     }

@@ -94,6 +94,7 @@ pub struct JobContext {
     pub worker: String,
     ticket: Arc<Ticket>,
     slot: Arc<WorkerSlot>,
+    observer: Option<Arc<dyn JobObserver>>,
 }
 
 impl JobContext {
@@ -114,10 +115,34 @@ impl JobContext {
         self.slot.progress.store(done, Ordering::Relaxed);
     }
 
+    /// Report one more unit done, with what it made (`detail` is built only
+    /// when someone watches the job: an async job's events).
+    pub fn unit_done(&self, done: u64, detail: impl FnOnce() -> serde_json::Value) {
+        self.progress(done);
+        if let Some(observer) = &self.observer {
+            observer.unit(done, detail());
+        }
+    }
+
     /// Report how many units the job has in all, once known.
     pub fn set_total(&self, total: u64) {
         self.slot.total.store(total, Ordering::Relaxed);
+        if let Some(observer) = &self.observer {
+            observer.total(total);
+        }
     }
+}
+
+/// Watches one job from the worker's side: async jobs use it to record
+/// state changes and per-unit events as they happen. Called on the worker
+/// thread, so implementations must be quick and must not block.
+pub trait JobObserver: Send + Sync + 'static {
+    /// A worker took the job.
+    fn started(&self, worker: &str);
+    /// The job has `total` units in all.
+    fn total(&self, total: u64);
+    /// Unit `done` (counting from 1) is finished; `detail` says what it made.
+    fn unit(&self, done: u64, detail: serde_json::Value);
 }
 
 /// A type with no values: channels of it only ever disconnect.
@@ -134,6 +159,8 @@ struct Ticket {
     /// Dropped on cancellation so that `cancel_rx` disconnects.
     cancel_tx: Mutex<Option<Sender<Never>>>,
     cancel_rx: Receiver<Never>,
+    /// Wakes the waiting caller when someone else cancels (DELETE).
+    cancel_notify: tokio::sync::Notify,
 }
 
 impl Ticket {
@@ -144,6 +171,7 @@ impl Ticket {
             cancelled: AtomicBool::new(false),
             cancel_tx: Mutex::new(Some(tx)),
             cancel_rx: rx,
+            cancel_notify: tokio::sync::Notify::new(),
         })
     }
 
@@ -172,20 +200,12 @@ impl Ticket {
             Err(poisoned) => poisoned.into_inner().take(),
         };
         drop(sender);
+        self.cancel_notify.notify_one();
     }
 
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
     }
-}
-
-/// Cancels its ticket when dropped unless disarmed: the handler's future is
-/// dropped when the client disconnects, and the job must learn of it.
-struct CancelOnDrop<'a> {
-    ticket: Option<Arc<Ticket>>,
-    stats: &'a QueueStats,
-    job_id: Uuid,
-    admitted: Instant,
 }
 
 /// How an admitted job ended, as counted in [`QueueStats`].
@@ -217,38 +237,13 @@ impl Outcome {
     }
 }
 
-impl CancelOnDrop<'_> {
-    /// The caller has its answer: count it once.
-    fn finish(&mut self, outcome: Outcome, units: u64) {
-        self.ticket = None;
-        let counter = match outcome {
-            Outcome::Ok => &self.stats.ok,
-            Outcome::Failed => &self.stats.failed,
-            Outcome::Timeout => &self.stats.timeout,
-            Outcome::Cancelled => &self.stats.cancelled,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.stats.units.fetch_add(units, Ordering::Relaxed);
-        self.stats
-            .record_answer(self.job_id, outcome.label(), self.admitted.elapsed(), units);
-    }
-}
-
-impl Drop for CancelOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            ticket.cancel();
-            self.finish(Outcome::Cancelled, 0);
-        }
-    }
-}
-
 type Reply<O> = Result<Completed<O>, JobError>;
 
 /// One job in the channel.
 struct Envelope<W: Worker> {
     job: W::Job,
     job_id: Uuid,
+    observer: Option<Arc<dyn JobObserver>>,
     enqueued_at: Instant,
     queue_deadline: Instant,
     deadline: Instant,
@@ -494,13 +489,198 @@ struct Inner<W: Worker> {
     slots: Vec<Arc<WorkerSlot>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stats: QueueStats,
+    /// Jobs admitted and jobs taken off the channel (started, skipped or
+    /// drained): their difference gives a queued job's place in line.
+    admitted: AtomicU64,
+    taken: AtomicU64,
 }
 
 /// Options a caller may set on one job.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Default, Clone)]
 pub struct SubmitOptions {
     /// A shorter total budget than the queue's; longer ones are clamped.
     pub timeout: Option<Duration>,
+    /// Run under the async budget (`<TYPE>_ASYNC_TIMEOUT_MS`): nobody holds
+    /// a connection open, so the queue budget is the whole budget.
+    pub detached: bool,
+    /// The job's id, when the caller chose it (async jobs are recorded
+    /// before they are admitted); a fresh one otherwise.
+    pub job_id: Option<Uuid>,
+    /// Told of the job's start and progress on the worker thread.
+    pub observer: Option<Arc<dyn JobObserver>>,
+}
+
+impl std::fmt::Debug for SubmitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubmitOptions")
+            .field("timeout", &self.timeout)
+            .field("detached", &self.detached)
+            .field("job_id", &self.job_id)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// An admitted job whose answer has not been collected yet. Dropping it
+/// before [`Pending::wait`] finishes (the handler's future dropped when the
+/// client disconnects) cancels the job: a queued job never starts, a
+/// running one is told to stop. Outcomes are counted once, here.
+pub struct Pending<W: Worker> {
+    inner: Arc<Inner<W>>,
+    job_id: Uuid,
+    ticket: Arc<Ticket>,
+    answer: oneshot::Receiver<Reply<W::Output>>,
+    admitted: Instant,
+    queue_deadline: Instant,
+    deadline: Instant,
+    budget: Duration,
+    seq: u64,
+    /// Set once the outcome is counted; a drop after that does nothing.
+    finished: bool,
+}
+
+/// A handle on an admitted job for someone other than its waiter: cancel
+/// it, ask where it stands.
+pub struct JobHandle<W: Worker> {
+    inner: Arc<Inner<W>>,
+    ticket: Arc<Ticket>,
+    seq: u64,
+}
+
+impl<W: Worker> Clone for JobHandle<W> {
+    fn clone(&self) -> Self {
+        JobHandle {
+            inner: Arc::clone(&self.inner),
+            ticket: Arc::clone(&self.ticket),
+            seq: self.seq,
+        }
+    }
+}
+
+impl<W: Worker> JobHandle<W> {
+    /// Stops the job: a queued one never starts and its waiter is answered
+    /// [`JobError::Cancelled`] at once; a running one is told to stop (its
+    /// waiter gets the worker's answer, normally within milliseconds).
+    pub fn cancel(&self) {
+        self.ticket.cancel();
+    }
+
+    /// Jobs ahead of this one while it waits in the queue (0: next);
+    /// `None` once a worker took it or it was abandoned.
+    pub fn position(&self) -> Option<u64> {
+        (self.ticket.state.load(Ordering::Acquire) == QUEUED).then(|| {
+            self.seq
+                .saturating_sub(self.inner.taken.load(Ordering::Acquire))
+        })
+    }
+}
+
+impl<W: Worker> Pending<W> {
+    pub fn job_id(&self) -> Uuid {
+        self.job_id
+    }
+
+    pub fn handle(&self) -> JobHandle<W> {
+        JobHandle {
+            inner: Arc::clone(&self.inner),
+            ticket: Arc::clone(&self.ticket),
+            seq: self.seq,
+        }
+    }
+
+    /// The caller has its answer: count it once.
+    fn finish(&mut self, outcome: Outcome, units: u64) {
+        self.finished = true;
+        let stats = &self.inner.stats;
+        let counter = match outcome {
+            Outcome::Ok => &stats.ok,
+            Outcome::Failed => &stats.failed,
+            Outcome::Timeout => &stats.timeout,
+            Outcome::Cancelled => &stats.cancelled,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        stats.units.fetch_add(units, Ordering::Relaxed);
+        stats.record_answer(self.job_id, outcome.label(), self.admitted.elapsed(), units);
+    }
+
+    /// Waits for the job's answer under its deadlines: 504 `queue_timeout`
+    /// if it is still queued when the queue budget ends (it will never
+    /// start), 504 `timeout` when the total budget ends (a running job is
+    /// told to stop).
+    pub async fn wait(mut self) -> Result<Completed<W::Output>, ApiError> {
+        let job_id = self.job_id;
+        let (queue_deadline, deadline, budget, now) = (
+            self.queue_deadline,
+            self.deadline,
+            self.budget,
+            self.admitted,
+        );
+        let ticket = Arc::clone(&self.ticket);
+        let queue_timer = tokio::time::sleep_until(queue_deadline.into());
+        let total_timer = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(queue_timer, total_timer);
+        let mut queue_timer_armed = queue_deadline < deadline;
+        loop {
+            tokio::select! {
+                biased;
+                reply = &mut self.answer => {
+                    let reply = match reply {
+                        // A job that stopped because its deadline passed
+                        // (the worker saw it first) is a timeout.
+                        Ok(Err(JobError::Cancelled)) if Instant::now() >= deadline => {
+                            Err(JobError::Timeout { budget_ms: budget.as_millis() as u64 })
+                        }
+                        Ok(reply) => reply,
+                        // Unanswered: a pool shutting down drops what it
+                        // cannot run, and a worker drops a job cancelled
+                        // before it started.
+                        Err(_) if ticket.is_cancelled() => Err(JobError::Cancelled),
+                        Err(_) => Err(JobError::ShuttingDown),
+                    };
+                    let units = reply.as_ref().map_or(0, |done| W::units(&done.output));
+                    self.finish(Outcome::of(&reply.as_ref().map(|_| ())), units);
+                    return reply.map_err(|err| ApiError::job(job_id, err));
+                }
+                () = ticket.cancel_notify.notified() => {
+                    // Cancelled by someone else: a job that never started is
+                    // answered now; a running one answers when it stops.
+                    if ticket.state.load(Ordering::Acquire) == ABANDONED {
+                        self.finish(Outcome::Cancelled, 0);
+                        return Err(ApiError::job(job_id, JobError::Cancelled));
+                    }
+                }
+                () = &mut queue_timer, if queue_timer_armed => {
+                    queue_timer_armed = false;
+                    if ticket.abandon_if_queued() {
+                        self.finish(Outcome::Timeout, 0);
+                        let waited_ms = now.elapsed().as_millis() as u64;
+                        return Err(ApiError::job(job_id, JobError::QueueTimeout { waited_ms }));
+                    }
+                    // Already running: keep waiting for it under the total budget.
+                }
+                () = &mut total_timer => {
+                    // A queued job never starts, a running one is told to stop.
+                    ticket.cancel();
+                    self.finish(Outcome::Timeout, 0);
+                    let err = if ticket.state.load(Ordering::Acquire) == RUNNING {
+                        JobError::Timeout { budget_ms: budget.as_millis() as u64 }
+                    } else {
+                        JobError::QueueTimeout { waited_ms: now.elapsed().as_millis() as u64 }
+                    };
+                    return Err(ApiError::job(job_id, err));
+                }
+            }
+        }
+    }
+}
+
+impl<W: Worker> Drop for Pending<W> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.ticket.cancel();
+            self.finish(Outcome::Cancelled, 0);
+        }
+    }
 }
 
 /// A cheap, cloneable handle to one worker type's queue and threads.
@@ -539,6 +719,8 @@ impl<W: Worker> JobQueue<W> {
             slots,
             threads: Mutex::new(Vec::new()),
             stats: QueueStats::default(),
+            admitted: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
         });
         let factory = Arc::new(factory);
         let mut threads = Vec::with_capacity(inner.config.workers);
@@ -637,23 +819,37 @@ impl<W: Worker> JobQueue<W> {
         job: W::Job,
         options: SubmitOptions,
     ) -> Result<Completed<W::Output>, ApiError> {
+        self.submit(job, options)?.wait().await
+    }
+
+    /// Admits `job` without waiting: 503 at once when the queue is full or
+    /// the pool is draining. The answer is collected with [`Pending::wait`].
+    pub fn submit(&self, job: W::Job, options: SubmitOptions) -> Result<Pending<W>, ApiError> {
         let inner = &self.inner;
-        let job_id = Uuid::new_v4();
+        let job_id = options.job_id.unwrap_or_else(Uuid::new_v4);
         if self.is_draining() {
             inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::ShuttingDown);
         }
-        let budget = options
-            .timeout
-            .map_or(inner.config.timeout, |t| t.min(inner.config.timeout));
+        let limit = if options.detached {
+            inner.config.async_timeout
+        } else {
+            inner.config.timeout
+        };
+        let budget = options.timeout.map_or(limit, |t| t.min(limit));
         let now = Instant::now();
         let deadline = now + budget;
-        let queue_deadline = now + inner.config.queue_timeout.min(budget);
+        let queue_deadline = if options.detached {
+            deadline
+        } else {
+            now + inner.config.queue_timeout.min(budget)
+        };
         let ticket = Ticket::new();
         let (reply, answer) = oneshot::channel();
         let envelope = Envelope {
             job,
             job_id,
+            observer: options.observer,
             enqueued_at: now,
             queue_deadline,
             deadline,
@@ -673,60 +869,22 @@ impl<W: Worker> JobQueue<W> {
             }
             Err(TrySendError::Disconnected(_)) => return Err(ApiError::ShuttingDown),
         }
-
-        let stats = &inner.stats;
-        let mut guard = CancelOnDrop {
-            ticket: Some(Arc::clone(&ticket)),
-            stats,
+        // Counted after the send so a refused job takes no number; two
+        // racing submitters may swap numbers, which only blurs a position
+        // by one.
+        let seq = inner.admitted.fetch_add(1, Ordering::AcqRel);
+        Ok(Pending {
+            inner: Arc::clone(inner),
             job_id,
+            ticket,
+            answer,
             admitted: now,
-        };
-        let mut answer = answer;
-        let queue_timer = tokio::time::sleep_until(queue_deadline.into());
-        let total_timer = tokio::time::sleep_until(deadline.into());
-        tokio::pin!(queue_timer, total_timer);
-        let mut queue_timer_armed = queue_deadline < deadline;
-        loop {
-            tokio::select! {
-                biased;
-                reply = &mut answer => {
-                    let reply = match reply {
-                        // A job that stopped because its deadline passed
-                        // (the worker saw it first) is a timeout.
-                        Ok(Err(JobError::Cancelled)) if Instant::now() >= deadline => {
-                            Err(JobError::Timeout { budget_ms: budget.as_millis() as u64 })
-                        }
-                        Ok(reply) => reply,
-                        // The envelope was dropped unanswered: only a pool
-                        // that is shutting down does that.
-                        Err(_) => Err(JobError::ShuttingDown),
-                    };
-                    let units = reply.as_ref().map_or(0, |done| W::units(&done.output));
-                    guard.finish(Outcome::of(&reply.as_ref().map(|_| ())), units);
-                    return reply.map_err(|err| ApiError::job(job_id, err));
-                }
-                () = &mut queue_timer, if queue_timer_armed => {
-                    queue_timer_armed = false;
-                    if ticket.abandon_if_queued() {
-                        guard.finish(Outcome::Timeout, 0);
-                        let waited_ms = now.elapsed().as_millis() as u64;
-                        return Err(ApiError::job(job_id, JobError::QueueTimeout { waited_ms }));
-                    }
-                    // Already running: keep waiting for it under the total budget.
-                }
-                () = &mut total_timer => {
-                    // A queued job never starts, a running one is told to stop.
-                    ticket.cancel();
-                    guard.finish(Outcome::Timeout, 0);
-                    let err = if ticket.state.load(Ordering::Acquire) == RUNNING {
-                        JobError::Timeout { budget_ms: budget.as_millis() as u64 }
-                    } else {
-                        JobError::QueueTimeout { waited_ms: now.elapsed().as_millis() as u64 }
-                    };
-                    return Err(ApiError::job(job_id, err));
-                }
-            }
-        }
+            queue_deadline,
+            deadline,
+            budget,
+            seq,
+            finished: false,
+        })
     }
 
     /// Stops admitting jobs, answers every queued job with 503 and tells the
@@ -737,6 +895,7 @@ impl<W: Worker> JobQueue<W> {
         }
         drop(lock(&self.inner.shutdown_tx).take());
         while let Ok(envelope) = self.inner.rx.try_recv() {
+            self.inner.taken.fetch_add(1, Ordering::AcqRel);
             answer_unstarted(envelope, JobError::ShuttingDown);
         }
     }
@@ -835,7 +994,10 @@ fn worker_loop<W: Worker>(
     loop {
         let envelope = crossbeam_channel::select! {
             recv(inner.rx) -> msg => match msg {
-                Ok(envelope) => envelope,
+                Ok(envelope) => {
+                    inner.taken.fetch_add(1, Ordering::AcqRel);
+                    envelope
+                }
                 Err(_) => break,
             },
             recv(shutdown) -> _ => break,
@@ -863,6 +1025,7 @@ fn run_one<W: Worker>(
     let Envelope {
         job,
         job_id,
+        observer,
         enqueued_at,
         queue_deadline,
         deadline,
@@ -895,12 +1058,16 @@ fn run_one<W: Worker>(
         started_wall: SystemTime::now(),
         ticket: Arc::clone(&ticket),
     });
+    if let Some(observer) = &observer {
+        observer.started(name);
+    }
     let ctx = JobContext {
         job_id,
         deadline,
         worker: name.to_string(),
         ticket: Arc::clone(&ticket),
         slot: Arc::clone(slot),
+        observer,
     };
     let result = catch_unwind(AssertUnwindSafe(|| worker.process(job, &ctx)));
     let finished = Instant::now();
@@ -1046,6 +1213,7 @@ mod tests {
             queue_capacity: capacity,
             queue_timeout: Duration::from_millis(queue_timeout_ms),
             timeout: Duration::from_millis(timeout_ms),
+            async_timeout: Duration::from_millis(timeout_ms * 2),
         };
         let queue = JobQueue::start("test", config, move |_| TestWorker {
             started: started_tx.clone(),
@@ -1153,6 +1321,7 @@ mod tests {
         let h = harness(1, 4, 5_000, 5_000);
         let options = SubmitOptions {
             timeout: Some(Duration::from_millis(100)),
+            ..SubmitOptions::default()
         };
         let result = h.queue.run(TestJob::Spin("spin"), options).await;
         match result {
@@ -1171,6 +1340,7 @@ mod tests {
         let h = harness(1, 4, 200, 200);
         let options = SubmitOptions {
             timeout: Some(Duration::from_secs(60)),
+            ..SubmitOptions::default()
         };
         let result = h.queue.run(TestJob::Spin("spin"), options).await;
         assert!(
@@ -1297,5 +1467,150 @@ mod tests {
         h.queue.inner.stats.record_run(Duration::from_secs(3));
         // Empty queue: one job ahead (the caller's own) over 2 workers.
         assert_eq!(h.queue.retry_after_secs(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queued_job_cancelled_through_its_handle_is_answered_at_once_and_never_runs() {
+        let h = harness(1, 4, 5_000, 5_000);
+        let running = h.spawn(TestJob::Block("a"));
+        h.expect_start("a");
+        let pending = h
+            .queue
+            .submit(TestJob::Quick("never"), SubmitOptions::default())
+            .unwrap();
+        let handle = pending.handle();
+        assert_eq!(
+            handle.position(),
+            Some(0),
+            "next in line behind nothing queued"
+        );
+        let waiter = tokio::spawn(pending.wait());
+        handle.cancel();
+        let answer = tokio::time::timeout(SIGNAL, waiter)
+            .await
+            .expect("a cancelled queued job is answered without waiting for a worker")
+            .unwrap();
+        assert!(
+            matches!(
+                answer,
+                Err(ApiError::Job {
+                    source: JobError::Cancelled,
+                    ..
+                })
+            ),
+            "{answer:?}"
+        );
+        assert_eq!(handle.position(), None, "no longer queued");
+        h.gate.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        let next = h
+            .queue
+            .run(TestJob::Quick("next"), SubmitOptions::default())
+            .await;
+        assert_eq!(next.unwrap().output, "next");
+        h.expect_start("next");
+        assert!(
+            h.started.try_recv().is_err(),
+            "the cancelled job never started"
+        );
+        assert_eq!(h.queue.stats().cancelled.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn positions_count_the_jobs_ahead_and_move_up_as_workers_take_jobs() {
+        let h = harness(1, 4, 5_000, 5_000);
+        let running = h.spawn(TestJob::Block("a"));
+        h.expect_start("a");
+        let first = h
+            .queue
+            .submit(TestJob::Block("b"), SubmitOptions::default())
+            .unwrap();
+        let second = h
+            .queue
+            .submit(TestJob::Quick("c"), SubmitOptions::default())
+            .unwrap();
+        let (first_handle, second_handle) = (first.handle(), second.handle());
+        assert_eq!(first_handle.position(), Some(0));
+        assert_eq!(second_handle.position(), Some(1));
+        let first = tokio::spawn(first.wait());
+        let second = tokio::spawn(second.wait());
+        h.gate.send(()).unwrap();
+        h.expect_start("b");
+        assert_eq!(first_handle.position(), None, "running, not queued");
+        assert_eq!(second_handle.position(), Some(0));
+        h.gate.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl JobObserver for Recorder {
+        fn started(&self, worker: &str) {
+            lock(&self.0).push(format!("started on {worker}"));
+        }
+        fn total(&self, total: u64) {
+            lock(&self.0).push(format!("total {total}"));
+        }
+        fn unit(&self, done: u64, detail: serde_json::Value) {
+            lock(&self.0).push(format!("unit {done} {detail}"));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_observer_hears_of_the_start_on_the_worker_thread() {
+        let h = harness(1, 4, 5_000, 5_000);
+        let recorder = Arc::new(Recorder::default());
+        let options = SubmitOptions {
+            observer: Some(Arc::clone(&recorder) as Arc<dyn JobObserver>),
+            ..SubmitOptions::default()
+        };
+        h.queue.run(TestJob::Quick("seen"), options).await.unwrap();
+        assert_eq!(
+            *lock(&recorder.0),
+            vec!["started on test-worker-0".to_string()]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_detached_job_runs_under_the_async_budget_and_may_queue_for_all_of_it() {
+        // Attached jobs: queue budget 50 ms, total 100 ms. Detached: 200 ms
+        // (twice the total, see `harness`), and this one asks for 150 ms.
+        let h = harness(1, 4, 50, 100);
+        let detached = SubmitOptions {
+            detached: true,
+            ..SubmitOptions::default()
+        };
+        let running = h
+            .queue
+            .submit(TestJob::Block("a"), detached.clone())
+            .unwrap();
+        let running = tokio::spawn(running.wait());
+        h.expect_start("a");
+        let options = SubmitOptions {
+            timeout: Some(Duration::from_millis(150)),
+            ..detached
+        };
+        let started = Instant::now();
+        let waited = h.queue.run(TestJob::Quick("late"), options).await;
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(
+                waited,
+                Err(ApiError::Job {
+                    source: JobError::QueueTimeout { .. },
+                    ..
+                })
+            ),
+            "{waited:?}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(150),
+            "gave up after {elapsed:?}: an attached budget applied"
+        );
+        h.gate.send(()).unwrap();
+        running.await.unwrap().unwrap();
     }
 }

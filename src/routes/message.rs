@@ -44,6 +44,7 @@ impl MessageRequest {
         }
         let options = SubmitOptions {
             timeout: super::timeout_from(self.timeout_ms)?,
+            ..SubmitOptions::default()
         };
         let job = MessageJob {
             text: self.text,

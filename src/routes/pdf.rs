@@ -278,7 +278,13 @@ pub fn build_job(
         pages,
         password: options.password,
     };
-    Ok((job, SubmitOptions { timeout }))
+    Ok((
+        job,
+        SubmitOptions {
+            timeout,
+            ..SubmitOptions::default()
+        },
+    ))
 }
 
 /// Resolves `name` inside `data_dir`, refusing anything that could leave it.

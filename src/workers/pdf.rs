@@ -744,7 +744,7 @@ impl Worker for PdfWorker {
         self.claim();
         let result = self.render(&request, payload, ctx, &mut |page: &PageInfo| {
             done += 1;
-            ctx.progress(done);
+            ctx.unit_done(done, || serde_json::to_value(page).unwrap_or_default());
             engine.pages_rendered.fetch_add(1, Ordering::Relaxed);
             engine
                 .bytes_written
