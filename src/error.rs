@@ -83,6 +83,12 @@ pub enum ApiError {
     },
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("{max} async jobs are tracked (MAX_TRACKED_JOBS); retry in {retry_after} s, when finished ones expire")]
+    TooManyJobs { max: u64, retry_after: u64 },
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -111,6 +117,11 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::QueueFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::TooManyJobs { .. } => (StatusCode::SERVICE_UNAVAILABLE, "too_many_jobs"),
+            ApiError::IdempotencyKeyReused(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Job { source, .. } => match source {
@@ -129,9 +140,9 @@ impl ApiError {
     /// Seconds a client should wait before retrying, where that is known.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::RateLimited { retry_after } | ApiError::QueueFull { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            ApiError::RateLimited { retry_after }
+            | ApiError::QueueFull { retry_after, .. }
+            | ApiError::TooManyJobs { retry_after, .. } => Some(*retry_after),
             ApiError::ShuttingDown
             | ApiError::Job {
                 source: JobError::ShuttingDown,
@@ -144,13 +155,17 @@ impl ApiError {
     /// How `/metrics` counts this error, if it turned a request away.
     pub fn reject_reason(&self) -> Option<RejectReason> {
         match self {
-            ApiError::QueueFull { .. } => Some(RejectReason::QueueFull),
+            // No room for another async record is, to a client, a full queue.
+            ApiError::QueueFull { .. } | ApiError::TooManyJobs { .. } => {
+                Some(RejectReason::QueueFull)
+            }
             ApiError::RateLimited { .. } => Some(RejectReason::RateLimited),
             ApiError::PayloadTooLarge(_) => Some(RejectReason::TooLarge),
             ApiError::BadRequest(_)
             | ApiError::MalformedJson(_)
             | ApiError::UnsupportedMediaType(_)
             | ApiError::Invalid(_)
+            | ApiError::IdempotencyKeyReused(_)
             | ApiError::Job {
                 source: JobError::Invalid(_),
                 ..

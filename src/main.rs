@@ -35,6 +35,7 @@ async fn serve() -> ExitCode {
         Ok(app) => app,
         Err(e) => {
             tracing::error!("cannot start: {e}");
+            eprintln!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -61,9 +61,9 @@ pub trait Worker: Send + 'static {
         0
     }
 
-    /// Called on the worker thread after `IDLE_TICK` without a job: a
-    /// chance to check resources the worker holds (a child process that
-    /// died while idle, say).
+    /// Called on the worker thread after a job when none waits, and after
+    /// every `IDLE_TICK` without a job: a chance to check resources the
+    /// worker holds (replace a child process that died or was killed).
     fn idle(&mut self) {}
 
     /// Called with an output whose caller left before it could be
@@ -811,6 +811,24 @@ impl<W: Worker> JobQueue<W> {
         (secs as u64).max(1)
     }
 
+    /// Refuses now, as a submit would, if the queue is full or draining:
+    /// lets a caller skip costly preparation (writing an upload to disk)
+    /// for a job that would be refused anyway.
+    pub fn check_room(&self) -> Result<(), ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::ShuttingDown);
+        }
+        if self.depth() >= self.inner.config.queue_capacity {
+            self.inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::QueueFull {
+                queue: self.inner.name,
+                capacity: self.inner.config.queue_capacity,
+                retry_after: self.retry_after_secs(),
+            });
+        }
+        Ok(())
+    }
+
     /// Admits `job` and waits for its answer. Returns at once with 503 when
     /// the queue is full or the pool is draining; with 504 when a deadline
     /// passes. Dropping the returned future (client gone) cancels the job.
@@ -825,11 +843,21 @@ impl<W: Worker> JobQueue<W> {
     /// Admits `job` without waiting: 503 at once when the queue is full or
     /// the pool is draining. The answer is collected with [`Pending::wait`].
     pub fn submit(&self, job: W::Job, options: SubmitOptions) -> Result<Pending<W>, ApiError> {
+        self.submit_or_return(job, options).map_err(|(_, e)| e)
+    }
+
+    /// [`JobQueue::submit`], handing the job back when it is refused, for
+    /// callers that retry later (jobs recovered after a restart).
+    pub fn submit_or_return(
+        &self,
+        job: W::Job,
+        options: SubmitOptions,
+    ) -> Result<Pending<W>, (W::Job, ApiError)> {
         let inner = &self.inner;
         let job_id = options.job_id.unwrap_or_else(Uuid::new_v4);
         if self.is_draining() {
             inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::ShuttingDown);
+            return Err((job, ApiError::ShuttingDown));
         }
         let limit = if options.detached {
             inner.config.async_timeout
@@ -859,15 +887,18 @@ impl<W: Worker> JobQueue<W> {
         };
         match inner.tx.try_send(envelope) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(envelope)) => {
                 inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                return Err(ApiError::QueueFull {
+                let err = ApiError::QueueFull {
                     queue: inner.name,
                     capacity: inner.config.queue_capacity,
                     retry_after: self.retry_after_secs(),
-                });
+                };
+                return Err((envelope.job, err));
             }
-            Err(TrySendError::Disconnected(_)) => return Err(ApiError::ShuttingDown),
+            Err(TrySendError::Disconnected(envelope)) => {
+                return Err((envelope.job, ApiError::ShuttingDown))
+            }
         }
         // Counted after the send so a refused job takes no number; two
         // racing submitters may swap numbers, which only blurs a position
@@ -1011,6 +1042,11 @@ fn worker_loop<W: Worker>(
             continue;
         }
         run_one(inner, &mut worker, &slot, name, envelope);
+        // Nothing waits: tidy up now (a killed renderer is replaced here)
+        // rather than on the next job's time.
+        if inner.rx.is_empty() {
+            worker.idle();
+        }
     }
     tracing::debug!(queue = inner.name, worker = %name, "worker thread exits");
 }

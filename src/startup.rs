@@ -8,15 +8,23 @@
 //! Shutdown, in order: stop admitting jobs (new ones get 503) and answer the
 //! queued ones with 503; stop accepting connections; let running jobs finish
 //! within `SHUTDOWN_GRACE_MS`, then cancel what still runs; join the worker
-//! threads; return.
+//! threads; let async jobs record how they ended (those stopped by the
+//! shutdown stay queued in the job database and run again at the next
+//! start); return.
+//!
+//! Beside the server runs the async jobs' housekeeping: at start and on
+//! every sweep the jobs of dead instances are resumed, finished jobs past
+//! `RESULT_TTL_SECS` are forgotten, and (in the primary instance only)
+//! their records and output are removed.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::routes::router;
+use crate::routes::{resume_orphans, router};
 use crate::state::AppState;
 
 pub struct Application {
@@ -62,6 +70,7 @@ impl Application {
             let join = tokio::task::spawn_blocking(move || joiner.join(grace));
             let _ = joined_tx.send(join);
         };
+        let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(signal)
@@ -78,8 +87,39 @@ impl Application {
                 let _ = tokio::task::spawn_blocking(move || joiner.join(grace)).await;
             }
         }
+        housekeeping.abort();
+        state.jobs.close(ASYNC_CLOSE_WAIT).await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How long async jobs' tasks get, after the pools stopped, to record how
+/// their jobs ended.
+const ASYNC_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Time between two sweeps: a quarter of the TTL, within bounds, so
+/// results are removed at most a quarter late.
+fn sweep_interval(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+}
+
+/// Resumes orphaned async jobs at start, then sweeps until aborted.
+async fn housekeeping(state: AppState) {
+    resume_orphans(&state).await;
+    let mut tick = tokio::time::interval(sweep_interval(state.config.jobs.result_ttl));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if state.is_draining() {
+            return;
+        }
+        let jobs = state.jobs.clone();
+        // File and database work: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || jobs.sweep()).await;
+        if state.jobs.is_primary() {
+            resume_orphans(&state).await;
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! `AppState`: the cheap, cloneable bag of handles every handler receives:
-//! one [`JobQueue`] per worker type and the shared configuration.
+//! one [`JobQueue`] per worker type, the async jobs' registry and the
+//! shared configuration.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::jobs::AsyncJobs;
 use crate::metrics::HttpMetrics;
 use crate::queue::JobQueue;
 use crate::render::process::RendererSpec;
@@ -21,13 +23,19 @@ pub struct AppState {
     pub engine: Arc<EngineStatus>,
     /// HTTP request and rejection counts.
     pub http: Arc<HttpMetrics>,
+    /// Async jobs: their records, events and retention.
+    pub jobs: Arc<AsyncJobs>,
     draining: Arc<AtomicBool>,
     pub started: Instant,
 }
 
 impl AppState {
-    /// Starts every worker pool.
+    /// Opens the job database and starts every worker pool. A job
+    /// database that cannot be used is an error naming it.
     pub fn start(config: Config) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&config.pdf.out_dir)?;
+        let jobs = AsyncJobs::open(config.jobs.clone(), &config.pdf.out_dir)
+            .map_err(std::io::Error::other)?;
         let message = JobQueue::start("message", config.message.clone(), |_| MessageWorker)?;
         std::fs::create_dir_all(&config.pdf.out_dir)?;
         let exe = match &config.pdf.renderer_exe {
@@ -69,6 +77,7 @@ impl AppState {
             pdf,
             engine,
             http: Arc::new(HttpMetrics::default()),
+            jobs,
             draining: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
         })

@@ -5,21 +5,23 @@
 //! "data", "workerName", "dequeueElapsedMs", "processElapsedMs",
 //! "totalElapsedMs"}}}`. For `pdf2image`, `data` names a PDF in `DATA_DIR`
 //! (default `sample.pdf`) rendered at the default dpi. Errors use the
-//! server's one JSON error shape and status codes.
+//! server's one JSON error shape and status codes. In async mode
+//! (`?mode=async`, `Prefer: respond-async`) it answers 202 with the job's
+//! view, like every job endpoint.
 
-use std::time::Duration;
-
-use axum::extract::State;
+use axum::extract::{FromRequest as _, Request, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
-use crate::queue::{Completed, SubmitOptions};
+use crate::queue::Completed;
 use crate::state::AppState;
-use crate::workers::message::{MessageJob, MAX_WORK_MS};
 use crate::workers::pdf::PdfInput;
+
+use super::message::MessageRequest;
 
 /// The PDF `pdf2image` renders when `data` names none.
 pub const DEFAULT_SAMPLE: &str = "sample.pdf";
@@ -65,6 +67,7 @@ pub struct LegacyResult {
     request_body = LegacyRequest,
     responses(
         (status = 200, description = "The job ran", body = LegacyReply),
+        (status = 202, description = "Async mode: accepted; follow Location", body = crate::jobs::JobView),
         (status = 400, description = "Malformed JSON, or a path leaving DATA_DIR", body = ErrorBody),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
@@ -75,20 +78,22 @@ pub struct LegacyResult {
     ))]
 pub async fn multi_thread(
     State(state): State<AppState>,
-    ApiJson(request): ApiJson<LegacyRequest>,
-) -> Result<Json<LegacyReply>, ApiError> {
+    request: Request,
+) -> Result<Response, ApiError> {
+    let mode = super::jobs::Mode::read(request.uri().query(), request.headers())?;
+    let ApiJson(request) = ApiJson::<LegacyRequest>::from_request(request, &state).await?;
     match request.job_type.as_str() {
         "message" => {
-            if request.work_ms > MAX_WORK_MS {
-                return Err(ApiError::Invalid(format!(
-                    "workMs must be at most {MAX_WORK_MS}"
-                )));
-            }
-            let job = MessageJob {
+            let message = MessageRequest {
                 text: request.data,
-                work: Duration::from_millis(request.work_ms),
+                work_ms: request.work_ms,
+                timeout_ms: None,
             };
-            let done = state.message.run(job, SubmitOptions::default()).await?;
+            if mode.is_async {
+                return super::jobs::submit_message(&state, message, &mode).await;
+            }
+            let (job, options) = message.into_job()?;
+            let done = state.message.run(job, options).await?;
             let text = done.output.text.clone();
             Ok(seed_shape(&done, text))
         }
@@ -99,6 +104,10 @@ pub async fn multi_thread(
                 request.data.as_str()
             };
             let path = super::pdf::resolve_data_path(&state.config.pdf.data_dir, name)?;
+            if mode.is_async {
+                let input = PdfInput::File(path);
+                return super::jobs::submit_pdf(&state, input, Default::default(), &mode).await;
+            }
             let (job, options) =
                 super::pdf::build_job(&state, PdfInput::File(path), Default::default())?;
             let done = super::pdf::run(&state, job, options).await?;
@@ -116,7 +125,7 @@ pub async fn multi_thread(
     }
 }
 
-fn seed_shape<O>(done: &Completed<O>, data: String) -> Json<LegacyReply> {
+fn seed_shape<O>(done: &Completed<O>, data: String) -> Response {
     Json(LegacyReply {
         data: LegacyData {
             id: done.job_id,
@@ -131,4 +140,5 @@ fn seed_shape<O>(done: &Completed<O>, data: String) -> Json<LegacyReply> {
             },
         },
     })
+    .into_response()
 }

@@ -11,6 +11,7 @@
 //! shape, and a panicking handler costs one 500, not the connection.
 
 mod health;
+mod jobs;
 mod legacy;
 mod message;
 mod pdf;
@@ -37,6 +38,8 @@ use utoipa_axum::routes;
 use crate::config::RateLimitConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
+
+pub use jobs::resume_orphans;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -92,7 +95,10 @@ fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
                 .routes(routes!(pdf::submit))
                 .layer(DefaultBodyLimit::max(state.config.pdf.max_upload_bytes)),
         )
-        .routes(routes!(pdf::page));
+        .routes(routes!(pdf::page))
+        .routes(routes!(jobs::get, jobs::cancel))
+        .routes(routes!(jobs::events))
+        .routes(routes!(jobs::archive));
     if let Some(governor) = rate_limiter(&state.config.rate_limit) {
         jobs = jobs.layer(governor);
     }
@@ -114,7 +120,7 @@ fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
         title = "jobserver",
         description = "Runs CPU-heavy jobs (PDF rendering with pdfium) on dedicated worker threads behind bounded queues. Every error has the shape of ErrorBody."
     ),
-    components(schemas(crate::error::ErrorBody)),
+    components(schemas(crate::error::ErrorBody, crate::jobs::JobView)),
     tags(
         (name = "jobs", description = "Submit jobs and fetch their output (rate-limited per client IP)"),
         (name = "health", description = "Probes, status, metrics, documentation (never rate-limited)")

@@ -37,8 +37,11 @@ pub struct PdfOptions {
     pub pages: Option<String>,
     /// Password of an encrypted document.
     pub password: Option<String>,
-    /// A deadline shorter than PDF_TIMEOUT_MS.
+    /// A deadline shorter than PDF_TIMEOUT_MS (PDF_ASYNC_TIMEOUT_MS in async mode).
     pub timeout_ms: Option<u64>,
+    /// `async`: answer 202 at once and run the job detached (see `/jobs/{job_id}`).
+    /// `Prefer: respond-async` does the same unless `mode=sync` is given.
+    pub mode: Option<String>,
 }
 
 impl PdfOptions {
@@ -49,6 +52,7 @@ impl PdfOptions {
             pages: self.pages.or(other.pages),
             password: self.password.or(other.password),
             timeout_ms: self.timeout_ms.or(other.timeout_ms),
+            mode: self.mode.or(other.mode),
         }
     }
 }
@@ -95,6 +99,7 @@ pub struct PdfResponse {
         )),
     responses(
         (status = 200, description = "Pages rendered", body = PdfResponse),
+        (status = 202, description = "Async mode: accepted; follow Location (`/jobs/{job_id}`)", body = crate::jobs::JobView),
         (status = 400, description = "Bad dpi, pages, query, multipart, or a path leaving DATA_DIR", body = ErrorBody),
         (status = 413, description = "Upload over MAX_UPLOAD_BYTES", body = ErrorBody),
         (status = 415, description = "Unsupported content type", body = ErrorBody),
@@ -108,13 +113,18 @@ pub async fn submit(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PdfOptions>,
     request: Request,
-) -> Result<Json<PdfResponse>, ApiError> {
+) -> Result<Response, ApiError> {
+    let mut mode = super::jobs::Mode::read(request.uri().query(), request.headers())?;
     let (input, options) = read_input(&state, request).await?;
     let options = options.or(query);
+    mode.apply(options.mode.as_deref())?;
+    if mode.is_async {
+        return super::jobs::submit_pdf(&state, input, options, &mode).await;
+    }
     let (job, submit) = build_job(&state, input, options)?;
     let dpi = job.dpi;
     let done = run(&state, job, submit).await?;
-    Ok(Json(response(done, dpi)))
+    Ok(Json(response(done, dpi)).into_response())
 }
 
 /// Checks the engine, then admits the job to the PDF queue.
@@ -131,7 +141,7 @@ pub async fn run(
     state.pdf.run(job, options).await
 }
 
-fn response(done: Completed<PdfOutput>, dpi: u32) -> PdfResponse {
+pub(crate) fn response(done: Completed<PdfOutput>, dpi: u32) -> PdfResponse {
     let job_id = done.job_id;
     PdfResponse {
         job_id,
@@ -207,18 +217,19 @@ async fn read_multipart(mut multipart: Multipart) -> Result<(PdfInput, PdfOption
         let name = field.name().unwrap_or("").to_string();
         match name.as_str() {
             "file" => file = Some(field.bytes().await.map_err(field_error)?),
-            "dpi" | "pages" | "password" | "timeout_ms" => {
+            "dpi" | "pages" | "password" | "timeout_ms" | "mode" => {
                 let text = field.text().await.map_err(field_error)?;
                 match name.as_str() {
                     "dpi" => options.dpi = Some(parse_number(&name, &text)?),
                     "timeout_ms" => options.timeout_ms = Some(parse_number(&name, &text)?),
+                    "mode" => options.mode = Some(text),
                     "pages" => options.pages = Some(text),
                     _ => options.password = Some(text),
                 }
             }
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "unexpected multipart field {other:?}; expected file, dpi, pages, password, timeout_ms"
+                    "unexpected multipart field {other:?}; expected file, dpi, pages, password, timeout_ms, mode"
                 )))
             }
         }

@@ -381,7 +381,10 @@ impl PdfWorker {
     }
 
     /// After a job: replace a dead renderer now (off the next job's path),
-    /// and recycle one that has served enough or grown too large.
+    /// and recycle one that has served enough or grown too large. A
+    /// renderer killed to stop its job is replaced later ([`Worker::idle`]
+    /// right after the job when nothing waits, else the next job), so the
+    /// cancelled job's worker is free the moment the kill is done.
     fn after_job(&mut self, result: &Result<Rendered, RenderError>) {
         match result {
             Err(RenderError::Crashed { status }) => {
@@ -392,6 +395,7 @@ impl PdfWorker {
             Err(RenderError::Cancelled) => {
                 self.engine.renderer_kills.fetch_add(1, Ordering::Relaxed);
                 self.drop_renderer();
+                return;
             }
             Err(RenderError::Io(message)) => {
                 tracing::error!(message, "renderer failed; starting a new one");

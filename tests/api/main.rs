@@ -5,6 +5,7 @@ mod dashboard;
 mod fuzz;
 mod helpers;
 mod hostile;
+mod jobs;
 mod message;
 mod observability;
 mod pdf;

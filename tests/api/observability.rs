@@ -64,6 +64,10 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_exists() 
         "POST /jobs/message",
         "POST /jobs/pdf",
         "GET /jobs/{job_id}/pages/{page}",
+        "GET /jobs/{job_id}",
+        "DELETE /jobs/{job_id}",
+        "GET /jobs/{job_id}/events",
+        "GET /jobs/{job_id}/archive",
         "POST /multiThread",
     ]
     .into_iter()
@@ -79,6 +83,7 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_exists() 
             .replace("{page}", "1");
         let request = match method {
             "GET" => app.client.get(app.url(&path)),
+            "DELETE" => app.client.delete(app.url(&path)),
             _ => app.client.post(app.url(&path)).json(&json!({})),
         };
         let response = request.send().await.unwrap();

@@ -32,10 +32,13 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
     (info.width, info.height)
 }
 
+/// Files jobs wrote under `dir`, leaving out the server's own bookkeeping
+/// (the async jobs' database and locks).
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = walk(dir)
         .into_iter()
         .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+        .filter(|name| !name.starts_with("jobs.db") && !name.starts_with(".jobs/"))
         .collect();
     names.sort();
     names
