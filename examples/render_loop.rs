@@ -5,7 +5,8 @@
 //! cargo run --release --example render_loop -- [OPTIONS] [PDF]
 //! ```
 //!
-//! Default mode: renders every page of `PDF` at `--dpi` (200) `--reps` times
+//! Default mode: renders every page of `PDF` (or those `--pages` selects, in
+//! the server's syntax, e.g. `1-4`) at `--dpi` (200) `--reps` times
 //! (3, after `--warmup` untimed passes, default 1) through exactly the
 //! server's code path, [`jobserver::render::child::render`], with its events
 //! written to [`std::io::sink`] and its PNG files written into a fresh
@@ -37,12 +38,14 @@ use std::time::{Duration, Instant};
 
 use jobserver::config::{PdfConfig, DEFAULT_PDF_MAX_PAGES, DEFAULT_PDF_MAX_PIXELS};
 use jobserver::render::child::{bind, pixel_size, render};
+use jobserver::render::pages::{parse as parse_pages, PageRanges};
 use jobserver::render::protocol::{Request, Source};
 use pdfium_render::prelude::*;
 
 struct Options {
     pdf: PathBuf,
     dpi: u32,
+    pages: Option<PageRanges>,
     reps: Option<u32>,
     warmup: u32,
     encoders: bool,
@@ -51,11 +54,12 @@ struct Options {
 }
 
 const USAGE: &str =
-    "usage: render_loop [--dpi N] [--reps N] [--warmup N] [--file] [--lib PATH] [--encoders] [PDF]";
+    "usage: render_loop [--dpi N] [--pages SPEC] [--reps N] [--warmup N] [--file] [--lib PATH] [--encoders] [PDF]";
 
 fn parse_args() -> Result<Options, String> {
     let mut pdf = None;
     let mut dpi = 200;
+    let mut pages = None;
     let mut reps = None;
     let mut warmup = 1;
     let mut encoders = false;
@@ -71,6 +75,7 @@ fn parse_args() -> Result<Options, String> {
         };
         match arg.as_str() {
             "--dpi" => dpi = number(&arg, &value(&arg)?)?,
+            "--pages" => pages = Some(parse_pages(&value(&arg)?)?),
             "--reps" => reps = Some(number(&arg, &value(&arg)?)?),
             "--warmup" => warmup = number(&arg, &value(&arg)?)?,
             "--lib" => lib = Some(PathBuf::from(value(&arg)?)),
@@ -98,6 +103,7 @@ fn parse_args() -> Result<Options, String> {
     Ok(Options {
         pdf,
         dpi,
+        pages,
         reps,
         warmup,
         encoders,
@@ -191,7 +197,7 @@ fn render_loop(pdfium: &Pdfium, options: &Options) -> Result<(), String> {
             source: source.clone(),
             password: None,
             dpi: options.dpi,
-            pages: None,
+            pages: options.pages.clone(),
             out_dir: out_dir.clone(),
             max_pages: DEFAULT_PDF_MAX_PAGES,
             max_pixels: DEFAULT_PDF_MAX_PIXELS,
