@@ -55,7 +55,33 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
             "pages_rendered": engine.pages_rendered.load(Relaxed),
             "bytes_written": engine.bytes_written.load(Relaxed),
         },
+        "async_jobs": async_status(&state),
     }))
+}
+
+fn async_status(state: &AppState) -> Value {
+    let jobs = &state.jobs;
+    let store = jobs.store().stats();
+    json!({
+        "instance": jobs.instance_id(),
+        "primary": jobs.is_primary(),
+        "in_memory": jobs.live_by_state(),
+        "tracked": jobs.tracked(),
+        "max_tracked": jobs.config().max_tracked,
+        "result_ttl_s": jobs.config().result_ttl.as_secs(),
+        "submitted": jobs.stats.submitted.load(Relaxed),
+        "replayed": jobs.stats.replayed.load(Relaxed),
+        "recovered": jobs.stats.recovered.load(Relaxed),
+        "removed": jobs.stats.removed.load(Relaxed),
+        "refused_full": jobs.stats.refused_full.load(Relaxed),
+        "database": {
+            "path": jobs.store().path(),
+            "writes": store.writes,
+            "commits": store.commits,
+            "failed_writes": store.failed_writes,
+            "largest_batch": store.largest_batch,
+        },
+    })
 }
 
 fn queue_status<W: Worker>(state: &AppState, queue: &JobQueue<W>) -> Value {
@@ -99,83 +125,43 @@ fn queue_status<W: Worker>(state: &AppState, queue: &JobQueue<W>) -> Value {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(16 * 1024);
     let queues: [&dyn QueueMetrics; 2] = [&state.message, &state.pdf];
-
-    header(
-        &mut out,
-        "jobserver_queue_depth",
-        "gauge",
-        "Jobs waiting for a worker.",
-    );
-    for q in queues {
-        let _ = writeln!(
-            out,
-            "jobserver_queue_depth{{queue=\"{}\"}} {}",
-            q.name(),
-            q.depth()
-        );
+    let per_queue = |value: &dyn Fn(&dyn QueueMetrics) -> f64| -> Vec<(String, f64)> {
+        queues
+            .iter()
+            .map(|q| (format!("queue=\"{}\"", q.name()), value(*q)))
+            .collect()
+    };
+    let gauges: [(&str, &str, Vec<(String, f64)>); 5] = [
+        (
+            "jobserver_queue_depth",
+            "Jobs waiting for a worker.",
+            per_queue(&|q| q.depth() as f64),
+        ),
+        (
+            "jobserver_queue_capacity",
+            "Jobs that may wait before new ones get 503.",
+            per_queue(&|q| q.capacity() as f64),
+        ),
+        (
+            "jobserver_workers",
+            "Live worker threads.",
+            per_queue(&|q| q.live() as f64),
+        ),
+        (
+            "jobserver_workers_configured",
+            "Configured worker threads.",
+            per_queue(&|q| q.configured() as f64),
+        ),
+        (
+            "jobserver_workers_busy",
+            "Worker threads running a job now.",
+            per_queue(&|q| q.busy() as f64),
+        ),
+    ];
+    for (name, help, samples) in gauges {
+        family(&mut out, name, "gauge", help, samples);
     }
-    header(
-        &mut out,
-        "jobserver_queue_capacity",
-        "gauge",
-        "Jobs that may wait before new ones get 503.",
-    );
-    for q in queues {
-        let _ = writeln!(
-            out,
-            "jobserver_queue_capacity{{queue=\"{}\"}} {}",
-            q.name(),
-            q.capacity()
-        );
-    }
-    header(
-        &mut out,
-        "jobserver_workers",
-        "gauge",
-        "Live worker threads.",
-    );
-    for q in queues {
-        let _ = writeln!(
-            out,
-            "jobserver_workers{{queue=\"{}\"}} {}",
-            q.name(),
-            q.live()
-        );
-    }
-    header(
-        &mut out,
-        "jobserver_workers_configured",
-        "gauge",
-        "Configured worker threads.",
-    );
-    for q in queues {
-        let _ = writeln!(
-            out,
-            "jobserver_workers_configured{{queue=\"{}\"}} {}",
-            q.name(),
-            q.configured()
-        );
-    }
-    header(
-        &mut out,
-        "jobserver_workers_busy",
-        "gauge",
-        "Worker threads running a job now.",
-    );
-    for q in queues {
-        let _ = writeln!(
-            out,
-            "jobserver_workers_busy{{queue=\"{}\"}} {}",
-            q.name(),
-            q.busy()
-        );
-    }
-    header(
-        &mut out,
-        "jobserver_jobs_total",
-        "counter",
-        "Jobs by outcome; rejected ones were never admitted.",
-    );
+    let mut outcomes = Vec::new();
     for q in queues {
         let s = q.stats();
         for (outcome, n) in [
@@ -185,153 +171,116 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             ("cancelled", &s.cancelled),
             ("rejected", &s.rejected),
         ] {
-            let _ = writeln!(
-                out,
-                "jobserver_jobs_total{{queue=\"{}\",outcome=\"{outcome}\"}} {}",
-                q.name(),
-                n.load(Relaxed)
+            outcomes.push((
+                format!("queue=\"{}\",outcome=\"{outcome}\"", q.name()),
+                n.load(Relaxed) as f64,
+            ));
+        }
+    }
+    family(
+        &mut out,
+        "jobserver_jobs_total",
+        "counter",
+        "Jobs by outcome; rejected ones were never admitted.",
+        outcomes,
+    );
+    type Pick = fn(&crate::queue::QueueStats) -> &crate::metrics::Histogram;
+    let histograms: [(&str, &str, Pick); 2] = [
+        (
+            "jobserver_job_queue_wait_seconds",
+            "Time from admission to a worker starting the job.",
+            |s| &s.queue_wait,
+        ),
+        (
+            "jobserver_job_run_seconds",
+            "Time a worker spent on a job.",
+            |s| &s.run_time,
+        ),
+    ];
+    for (name, help, pick) in histograms {
+        header(&mut out, name, "histogram", help);
+        for q in queues {
+            histogram(
+                &mut out,
+                name,
+                &format!("queue=\"{}\"", q.name()),
+                pick(q.stats()),
             );
         }
     }
-    header(
-        &mut out,
-        "jobserver_job_queue_wait_seconds",
-        "histogram",
-        "Time from admission to a worker starting the job.",
-    );
-    for q in queues {
-        histogram(
-            &mut out,
-            "jobserver_job_queue_wait_seconds",
-            &format!("queue=\"{}\"", q.name()),
-            &q.stats().queue_wait,
-        );
-    }
-    header(
-        &mut out,
-        "jobserver_job_run_seconds",
-        "histogram",
-        "Time a worker spent on a job.",
-    );
-    for q in queues {
-        histogram(
-            &mut out,
-            "jobserver_job_run_seconds",
-            &format!("queue=\"{}\"", q.name()),
-            &q.stats().run_time,
-        );
-    }
 
     let e = &state.engine;
-    header(
-        &mut out,
-        "jobserver_pdf_engine_available",
-        "gauge",
-        "1 when pdfium can be loaded.",
-    );
-    let _ = writeln!(
-        out,
-        "jobserver_pdf_engine_available {}",
-        u8::from(e.unavailable().is_none())
-    );
-    header(
-        &mut out,
-        "jobserver_pdf_renderers",
-        "gauge",
-        "Live renderer processes.",
-    );
-    let _ = writeln!(out, "jobserver_pdf_renderers {}", e.renderer_pids().len());
-    header(
-        &mut out,
-        "jobserver_pdf_renderer_starts_total",
-        "counter",
-        "Renderer processes started.",
-    );
-    let _ = writeln!(
-        out,
-        "jobserver_pdf_renderer_starts_total {}",
-        e.renderers_started.load(Relaxed)
-    );
-    header(
-        &mut out,
-        "jobserver_pdf_renderer_restarts_total",
-        "counter",
-        "Renderers replaced after dying (crash) or being killed (deadline, cancellation).",
-    );
-    let _ = writeln!(
-        out,
-        "jobserver_pdf_renderer_restarts_total{{reason=\"crash\"}} {}",
-        e.renderer_crashes.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "jobserver_pdf_renderer_restarts_total{{reason=\"killed\"}} {}",
-        e.renderer_kills.load(Relaxed)
-    );
-    header(&mut out, "jobserver_pdf_renderer_recycles_total", "counter", "Healthy renderers replaced after PDF_RENDERER_MAX_JOBS jobs or above PDF_RENDERER_MAX_RSS_MB.");
-    let _ = writeln!(
-        out,
-        "jobserver_pdf_renderer_recycles_total {}",
-        e.renderer_recycles.load(Relaxed)
-    );
-    header(
-        &mut out,
-        "jobserver_pdf_fanned_out_jobs_total",
-        "counter",
-        "Jobs whose pages were spread over idle workers' renderers.",
-    );
-    let _ = writeln!(
-        out,
-        "jobserver_pdf_fanned_out_jobs_total {}",
-        e.fanned_out_jobs.load(Relaxed)
-    );
-    header(
-        &mut out,
-        "jobserver_pdf_pages_rendered_total",
-        "counter",
-        "Pages rendered and written.",
-    );
-    let _ = writeln!(
-        out,
-        "jobserver_pdf_pages_rendered_total {}",
-        e.pages_rendered.load(Relaxed)
-    );
-    header(
-        &mut out,
-        "jobserver_pdf_written_bytes_total",
-        "counter",
-        "Bytes of PNG written.",
-    );
-    let _ = writeln!(
-        out,
-        "jobserver_pdf_written_bytes_total {}",
-        e.bytes_written.load(Relaxed)
-    );
-
-    header(
-        &mut out,
-        "jobserver_draining",
-        "gauge",
-        "1 while the server is shutting down.",
-    );
-    let _ = writeln!(out, "jobserver_draining {}", u8::from(state.is_draining()));
-    header(
-        &mut out,
-        "jobserver_uptime_seconds",
-        "gauge",
-        "Seconds since the server started.",
-    );
-    let _ = writeln!(
-        out,
-        "jobserver_uptime_seconds {}",
-        state.started.elapsed().as_secs_f64()
-    );
+    let n = |c: &std::sync::atomic::AtomicU64| vec![(String::new(), c.load(Relaxed) as f64)];
+    let jobs = &state.jobs;
+    let store = jobs.store().stats();
+    let by_state = jobs.live_by_state();
+    let families: Vec<(&str, &str, &str, Vec<(String, f64)>)> = vec![
+        ("jobserver_pdf_engine_available", "gauge", "1 when pdfium can be loaded.",
+            vec![(String::new(), f64::from(u8::from(e.unavailable().is_none())))]),
+        ("jobserver_pdf_renderers", "gauge", "Live renderer processes.",
+            vec![(String::new(), e.renderer_pids().len() as f64)]),
+        ("jobserver_pdf_renderer_starts_total", "counter", "Renderer processes started.", n(&e.renderers_started)),
+        ("jobserver_pdf_renderer_restarts_total", "counter", "Renderers replaced after dying (crash) or being killed (deadline, cancellation).",
+            vec![
+                ("reason=\"crash\"".into(), e.renderer_crashes.load(Relaxed) as f64),
+                ("reason=\"killed\"".into(), e.renderer_kills.load(Relaxed) as f64),
+            ]),
+        ("jobserver_pdf_renderer_recycles_total", "counter", "Healthy renderers replaced after PDF_RENDERER_MAX_JOBS jobs or above PDF_RENDERER_MAX_RSS_MB.", n(&e.renderer_recycles)),
+        ("jobserver_pdf_fanned_out_jobs_total", "counter", "Jobs whose pages were spread over idle workers' renderers.", n(&e.fanned_out_jobs)),
+        ("jobserver_pdf_pages_rendered_total", "counter", "Pages rendered and written.", n(&e.pages_rendered)),
+        ("jobserver_pdf_written_bytes_total", "counter", "Bytes of PNG written.", n(&e.bytes_written)),
+        ("jobserver_async_jobs", "gauge", "Async jobs this instance holds in memory, by state.",
+            ["queued", "running", "done", "failed", "cancelled", "expired"]
+                .iter()
+                .map(|s| (format!("state=\"{s}\""), by_state.get(s).copied().unwrap_or(0) as f64))
+                .collect()),
+        ("jobserver_async_jobs_tracked", "gauge", "Async job records in the job database (all instances), against MAX_TRACKED_JOBS.",
+            vec![(String::new(), jobs.tracked() as f64)]),
+        ("jobserver_async_jobs_events_total", "counter", "Async jobs submitted, answered from an idempotency key, resumed after a restart, and removed after RESULT_TTL_SECS.",
+            [
+                ("submitted", &jobs.stats.submitted),
+                ("replayed", &jobs.stats.replayed),
+                ("recovered", &jobs.stats.recovered),
+                ("removed", &jobs.stats.removed),
+                ("refused_full", &jobs.stats.refused_full),
+            ]
+            .iter()
+            .map(|(event, c)| (format!("event=\"{event}\""), c.load(Relaxed) as f64))
+            .collect()),
+        ("jobserver_job_db_writes_total", "counter", "Writes committed to the job database.",
+            vec![(String::new(), store.writes as f64)]),
+        ("jobserver_job_db_commits_total", "counter", "Transactions committed to the job database (writes are grouped).",
+            vec![(String::new(), store.commits as f64)]),
+        ("jobserver_job_db_failed_writes_total", "counter", "Writes to the job database that failed.",
+            vec![(String::new(), store.failed_writes as f64)]),
+        ("jobserver_primary", "gauge", "1 in the instance that runs the singletons (result cleanup).",
+            vec![(String::new(), f64::from(u8::from(jobs.is_primary())))]),
+        ("jobserver_draining", "gauge", "1 while the server is shutting down.",
+            vec![(String::new(), f64::from(u8::from(state.is_draining())))]),
+        ("jobserver_uptime_seconds", "gauge", "Seconds since the server started.",
+            vec![(String::new(), state.started.elapsed().as_secs_f64())]),
+    ];
+    for (name, kind, help, samples) in families {
+        family(&mut out, name, kind, help, samples);
+    }
 
     state.http.render(&mut out, &["message", "pdf", "legacy"]);
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,
     )
+}
+
+/// One metric family: its header, then one line per label set (`""`: none).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>) {
+    header(out, name, kind, help);
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
 }
 
 /// The parts of a queue `/metrics` reads, without its worker type.
