@@ -371,16 +371,14 @@ mod tests {
 
     async fn becomes_primary(election: &Election) -> bool {
         let mut role = election.subscribe();
-        timeout(HANDOVER, role.wait_for(|primary| *primary))
-            .await
-            .is_ok_and(|changed| changed.is_ok())
+        let became_primary = timeout(HANDOVER, role.wait_for(|primary| *primary)).await;
+        became_primary.is_ok_and(|changed| changed.is_ok())
     }
 
     async fn stays_standby(election: &Election) -> bool {
         let mut role = election.subscribe();
-        timeout(STAYS_STANDBY, role.wait_for(|primary| *primary))
-            .await
-            .is_err()
+        let became_primary = timeout(STAYS_STANDBY, role.wait_for(|primary| *primary)).await;
+        became_primary.is_err()
     }
 
     #[tokio::test]

@@ -505,7 +505,11 @@ fn write_zip(out: impl std::io::Write, files: &[(String, PathBuf)]) -> zip::resu
 /// crash, or another sharing `OUT_DIR`): claimed in the store, rebuilt from
 /// their recorded request, admitted under what is left of their deadline.
 pub async fn resume_orphans(state: &AppState) {
-    let records = state.jobs.claim_orphans();
+    // Database and lock-file work: off the async threads.
+    let jobs = state.jobs.clone();
+    let records = tokio::task::spawn_blocking(move || jobs.claim_orphans())
+        .await
+        .unwrap_or_default();
     if records.is_empty() {
         return;
     }

@@ -125,13 +125,13 @@ fn queue_status<W: Worker>(state: &AppState, queue: &JobQueue<W>) -> Value {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(16 * 1024);
     let queues: [&dyn QueueMetrics; 2] = [&state.message, &state.pdf];
-    let per_queue = |value: &dyn Fn(&dyn QueueMetrics) -> f64| -> Vec<(String, f64)> {
+    let per_queue = |value: &dyn Fn(&dyn QueueMetrics) -> f64| -> Samples {
         queues
             .iter()
             .map(|q| (format!("queue=\"{}\"", q.name()), value(*q)))
             .collect()
     };
-    let gauges: [(&str, &str, Vec<(String, f64)>); 5] = [
+    let gauges: [(&str, &str, Samples); 5] = [
         (
             "jobserver_queue_depth",
             "Jobs waiting for a worker.",
@@ -214,7 +214,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let jobs = &state.jobs;
     let store = jobs.store().stats();
     let by_state = jobs.live_by_state();
-    let families: Vec<(&str, &str, &str, Vec<(String, f64)>)> = vec![
+    let families: Vec<(&str, &str, &str, Samples)> = vec![
         ("jobserver_pdf_engine_available", "gauge", "1 when pdfium can be loaded.",
             vec![(String::new(), f64::from(u8::from(e.unavailable().is_none())))]),
         ("jobserver_pdf_renderers", "gauge", "Live renderer processes.",
@@ -271,8 +271,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// One metric family: its header, then one line per label set (`""`: none).
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>) {
+/// A metric's samples: label set (`""`: none) and value.
+type Samples = Vec<(String, f64)>;
+
+/// One metric family: its header, then one line per label set.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Samples) {
     header(out, name, kind, help);
     for (labels, value) in samples {
         if labels.is_empty() {

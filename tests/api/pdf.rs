@@ -352,6 +352,36 @@ async fn a_killed_renderer_fails_that_job_only_and_the_next_job_succeeds() {
 }
 
 #[tokio::test]
+async fn a_renderer_killed_while_idle_is_reaped_and_replaced_before_any_job_needs_it() {
+    let app = spawn_app(test_config()).await;
+    wait_until("a renderer runs", || {
+        app.state.engine.renderer_pids().len() == 1
+    })
+    .await;
+    let pid = app.state.engine.renderer_pids()[0];
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // The worker checks its renderer between jobs; no job is sent here.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = app.state.engine.renderer_pids();
+        if pids.len() == 1 && pids[0] != pid && !Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead renderer was not replaced: {pids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let next = upload(&app, "?dpi=36&pages=1", fixture("sample.pdf")).await;
+    assert_eq!(next.status(), 200, "the next job finds a live renderer");
+}
+
+#[tokio::test]
 async fn a_deadline_mid_render_answers_504_and_the_next_job_starts_within_100_ms() {
     let config = test_config();
     let out = config.pdf.out_dir.clone();
