@@ -15,6 +15,9 @@
 //!   synchronous `process`.
 //! * [`render`]: the pdfium renderer processes the PDF workers drive, and
 //!   the pipe protocol between them.
+//! * [`jobs`]: async jobs. Their state and events in memory, their records
+//!   in SQLite (so they survive a crash), recovery, TTL cleanup and the
+//!   election of the one instance that runs it.
 //! * [`error`]: the way out. One error enum, one JSON shape, one status map.
 //! * [`config`], [`state`], [`startup`], [`telemetry`]: configuration from
 //!   the environment, the handles handlers share, start and graceful
