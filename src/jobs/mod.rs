@@ -403,6 +403,10 @@ pub struct AsyncJobs {
     pub stats: JobsStats,
 }
 
+/// How long a finished job stays in memory (events, pages) before the
+/// database alone answers for it.
+const FINISHED_IN_MEMORY: Duration = Duration::from_secs(60);
+
 /// `OUT_DIR/.jobs`: locks and kept inputs.
 fn jobs_dir(out_dir: &Path) -> PathBuf {
     out_dir.join(".jobs")
@@ -834,8 +838,14 @@ impl AsyncJobs {
     /// lock files.
     pub fn sweep(&self) {
         let ttl_ms = self.config.result_ttl.as_millis() as u64;
-        let cutoff = now_ms().saturating_sub(ttl_ms);
-        lock(&self.live).retain(|_, t| t.finished_ms().is_none_or(|f| f > cutoff));
+        let now = now_ms();
+        let cutoff = now.saturating_sub(ttl_ms);
+        // A finished job's events and pages stay in memory only briefly:
+        // afterwards the database answers for it, so memory holds the
+        // running jobs and the last minute's, not a TTL's worth of pages.
+        let keep_ms = ttl_ms.min(FINISHED_IN_MEMORY.as_millis() as u64);
+        let forget_before = now.saturating_sub(keep_ms);
+        lock(&self.live).retain(|_, t| t.finished_ms().is_none_or(|f| f > forget_before));
         if self.is_primary() {
             self.remove_expired(cutoff);
         }
