@@ -1282,6 +1282,18 @@ mod tests {
             assert_eq!(got, name, "expected {name} to start next");
         }
 
+        /// Runs a quick job and checks that it is the only one to start:
+        /// whatever was skipped (`what`) never ran.
+        async fn next_runs_alone(&self, what: &str) {
+            let next = self
+                .queue
+                .run(TestJob::Quick("next"), SubmitOptions::default())
+                .await;
+            assert_eq!(next.unwrap().output, "next");
+            self.expect_start("next");
+            assert!(self.started.try_recv().is_err(), "{what}");
+        }
+
         /// Waits until `depth` jobs are queued (the submit tasks run
         /// concurrently with the test).
         async fn until_depth(&self, depth: usize) {
@@ -1340,16 +1352,7 @@ mod tests {
 
         h.gate.send(()).unwrap();
         running.await.unwrap().unwrap();
-        let next = h
-            .queue
-            .run(TestJob::Quick("next"), SubmitOptions::default())
-            .await;
-        assert_eq!(next.unwrap().output, "next");
-        h.expect_start("next");
-        assert!(
-            h.started.try_recv().is_err(),
-            "the abandoned job must not run"
-        );
+        h.next_runs_alone("the abandoned job must not run").await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1539,16 +1542,7 @@ mod tests {
         assert_eq!(handle.position(), None, "no longer queued");
         h.gate.send(()).unwrap();
         running.await.unwrap().unwrap();
-        let next = h
-            .queue
-            .run(TestJob::Quick("next"), SubmitOptions::default())
-            .await;
-        assert_eq!(next.unwrap().output, "next");
-        h.expect_start("next");
-        assert!(
-            h.started.try_recv().is_err(),
-            "the cancelled job never started"
-        );
+        h.next_runs_alone("the cancelled job never started").await;
         assert_eq!(h.queue.stats().cancelled.load(Ordering::Relaxed), 1);
     }
 

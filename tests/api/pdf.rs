@@ -23,6 +23,20 @@ async fn upload(app: &TestApp, query: &str, bytes: Vec<u8>) -> reqwest::Response
         .unwrap()
 }
 
+/// Uploads a fixture in the background (a job to catch while it runs).
+fn spawn_upload(
+    app: &TestApp,
+    query: &str,
+    name: &str,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let request = app
+        .client
+        .post(app.url(&format!("/jobs/pdf{query}")))
+        .header("content-type", "application/pdf")
+        .body(fixture(name));
+    tokio::spawn(async move { request.send().await.unwrap() })
+}
+
 /// Decodes a PNG and returns its size.
 fn png_size(bytes: &[u8]) -> (u32, u32) {
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
@@ -297,19 +311,7 @@ async fn a_killed_renderer_fails_that_job_only_and_the_next_job_succeeds() {
     })
     .await;
     let pid = app.state.engine.renderer_pids()[0];
-    let slow = {
-        let client = app.client.clone();
-        let url = app.url("/jobs/pdf?dpi=600");
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .header("content-type", "application/pdf")
-                .body(fixture("many-pages.pdf"))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let slow = spawn_upload(&app, "?dpi=600", "many-pages.pdf");
     wait_until("the first page is written", || {
         app.state
             .engine
@@ -386,19 +388,7 @@ async fn a_deadline_mid_render_answers_504_and_the_next_job_starts_within_100_ms
     let config = test_config();
     let out = config.pdf.out_dir.clone();
     let app = spawn_app(config).await;
-    let slow = {
-        let client = app.client.clone();
-        let url = app.url("/jobs/pdf?dpi=600&timeout_ms=400");
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .header("content-type", "application/pdf")
-                .body(fixture("many-pages.pdf"))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let slow = spawn_upload(&app, "?dpi=600&timeout_ms=400", "many-pages.pdf");
     wait_until("the slow job runs", || app.state.pdf.busy() == 1).await;
     let next = upload(&app, "?dpi=36&pages=1", fixture("text.pdf"));
     let (slow, next) = tokio::join!(slow, next);
@@ -420,20 +410,8 @@ async fn two_workers_render_two_jobs_at_once() {
     let mut config = test_config();
     config.pdf.pool = PoolConfig::new(2, 4, Duration::from_secs(30));
     let app = spawn_app(config).await;
-    let start = |app: &TestApp| {
-        let client = app.client.clone();
-        let url = app.url("/jobs/pdf?dpi=600&timeout_ms=20000");
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .header("content-type", "application/pdf")
-                .body(fixture("many-pages.pdf"))
-                .send()
-                .await
-        })
-    };
-    let a = start(&app);
-    let b = start(&app);
+    let a = spawn_upload(&app, "?dpi=600&timeout_ms=20000", "many-pages.pdf");
+    let b = spawn_upload(&app, "?dpi=600&timeout_ms=20000", "many-pages.pdf");
     wait_until("both workers render", || app.state.pdf.busy() == 2).await;
     let pids = app.state.engine.renderer_pids();
     assert_eq!(pids.len(), 2, "one renderer process per worker");
@@ -556,19 +534,7 @@ async fn a_new_job_takes_its_renderer_back_from_a_fanned_out_one() {
         app.state.engine.renderer_pids().len() == 2
     })
     .await;
-    let big = {
-        let client = app.client.clone();
-        let url = app.url("/jobs/pdf?dpi=400");
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .header("content-type", "application/pdf")
-                .body(fixture("many-pages.pdf"))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let big = spawn_upload(&app, "?dpi=400", "many-pages.pdf");
     wait_until("the big job fans out", || {
         app.state
             .engine
