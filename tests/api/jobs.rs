@@ -252,6 +252,26 @@ async fn events_come_in_order_one_per_page_ending_with_the_final_state() {
         "ids count up: {ids:?}"
     );
 
+    // Resuming after the third event replays exactly what followed it.
+    let resumed = app
+        .client
+        .get(app.url(&format!("/jobs/{id}/events")))
+        .header("last-event-id", events[2].id.unwrap().to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let resumed_ids: Vec<usize> = resumed
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let expected: Vec<usize> =
+        (events[2].id.unwrap() + 1..=events.last().unwrap().id.unwrap()).collect();
+    assert_eq!(resumed_ids, expected);
+
     // Late: the current (final) state, and the stream ends.
     let late = read_events(&app, &id, |_| {}).await;
     assert_eq!(late.len(), 1);
@@ -539,6 +559,19 @@ async fn one_instance_of_two_sharing_a_folder_is_primary_and_the_role_moves_when
     // Both serve requests; only one sweeps.
     let id = accepted_id(submit_message(&second, json!({"text": "x"})).await).await;
     until_job(&second, &id, "done", state_is("done")).await;
+    // The other instance answers for it from the shared database.
+    until_job(
+        &first,
+        &id,
+        "the other instance sees it done",
+        state_is("done"),
+    )
+    .await;
+    let events = read_events(&first, &id, |_| {}).await;
+    assert_eq!(
+        events.last().map(|e| e.data["state"].clone()),
+        Some(json!("done"))
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while first
         .state
