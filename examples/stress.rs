@@ -9,10 +9,13 @@
 //! on 127.0.0.1 with small queues, drives it at several times its capacity
 //! with a mix of concurrent clients (valid PDF jobs as JSON paths, raw and
 //! multipart uploads; message jobs; malformed requests; clients that hang up
-//! mid-job; short deadlines; bursts), SIGKILLs a random renderer every
+//! mid-job; short deadlines; bursts; async jobs followed by polling, their
+//! events or their archive, some cancelled, some sent again with their
+//! idempotency key), SIGKILLs a random renderer every
 //! 0.5-2 s, and then checks that the server answered every request once with
 //! an expected status, settled back to its configured workers and renderers,
-//! leaked no zombies, file descriptors or memory, and left no partial output.
+//! leaked no zombies, file descriptors or memory, left no partial output,
+//! and brought every accepted async job to a final state.
 //! It prints Markdown tables and exits 1 on any violation.
 //!
 //! Rate limiting: the limiter keys on the client IP and every client here is
