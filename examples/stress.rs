@@ -9,10 +9,13 @@
 //! on 127.0.0.1 with small queues, drives it at several times its capacity
 //! with a mix of concurrent clients (valid PDF jobs as JSON paths, raw and
 //! multipart uploads; message jobs; malformed requests; clients that hang up
-//! mid-job; short deadlines; bursts), SIGKILLs a random renderer every
+//! mid-job; short deadlines; bursts; async jobs followed by polling, their
+//! events or their archive, some cancelled, some sent again with their
+//! idempotency key), SIGKILLs a random renderer every
 //! 0.5-2 s, and then checks that the server answered every request once with
 //! an expected status, settled back to its configured workers and renderers,
-//! leaked no zombies, file descriptors or memory, and left no partial output.
+//! leaked no zombies, file descriptors or memory, left no partial output,
+//! and brought every accepted async job to a final state.
 //! It prints Markdown tables and exits 1 on any violation.
 //!
 //! Rate limiting: the limiter keys on the client IP and every client here is
@@ -192,6 +195,10 @@ const SERVER_VARS: &[&str] = &[
     "PDF_QUEUE_CAPACITY",
     "PDF_TIMEOUT_MS",
     "PDF_QUEUE_TIMEOUT_MS",
+    "MESSAGE_ASYNC_TIMEOUT_MS",
+    "PDF_ASYNC_TIMEOUT_MS",
+    "RESULT_TTL_SECS",
+    "MAX_TRACKED_JOBS",
     "PDF_DEFAULT_DPI",
     "PDF_MAX_DPI",
     "PDF_MAX_PAGES",
@@ -214,6 +221,11 @@ const SERVER_VARS: &[&str] = &[
 const MAX_UPLOAD_BYTES: usize = 1 << 20;
 const PDF_TIMEOUT_MS: u64 = 8_000;
 const GRACE_MS: u64 = 5_000;
+/// Budgets of async jobs, queue wait included (past them: `expired`):
+/// short enough that a client reading a job's events to the end is
+/// answered within its own timeout.
+const PDF_ASYNC_TIMEOUT_MS: u64 = 12_000;
+const MESSAGE_ASYNC_TIMEOUT_MS: u64 = 8_000;
 
 struct ServerSpec {
     name: &'static str,
@@ -255,6 +267,11 @@ impl ServerSpec {
             ("PDF_WORKERS", self.pdf_workers.to_string()),
             ("PDF_QUEUE_CAPACITY", self.pdf_capacity.to_string()),
             ("PDF_TIMEOUT_MS", PDF_TIMEOUT_MS.to_string()),
+            ("PDF_ASYNC_TIMEOUT_MS", PDF_ASYNC_TIMEOUT_MS.to_string()),
+            (
+                "MESSAGE_ASYNC_TIMEOUT_MS",
+                MESSAGE_ASYNC_TIMEOUT_MS.to_string(),
+            ),
             ("PDF_DEFAULT_DPI", "72".into()),
             // Recycling is part of what must not leak: make it happen.
             ("PDF_RENDERER_MAX_JOBS", "40".into()),
@@ -274,12 +291,14 @@ impl ServerSpec {
 
     fn describe(&self) -> String {
         format!(
-            "MESSAGE_WORKERS={} MESSAGE_QUEUE_CAPACITY={} PDF_WORKERS={} PDF_QUEUE_CAPACITY={} PDF_TIMEOUT_MS={} RATE_LIMIT_PER_MINUTE={} RATE_LIMIT_BURST={} MAX_UPLOAD_BYTES={} PDF_RENDERER_MAX_JOBS=40 SHUTDOWN_GRACE_MS={}",
+            "MESSAGE_WORKERS={} MESSAGE_QUEUE_CAPACITY={} PDF_WORKERS={} PDF_QUEUE_CAPACITY={} PDF_TIMEOUT_MS={} PDF_ASYNC_TIMEOUT_MS={} MESSAGE_ASYNC_TIMEOUT_MS={} RATE_LIMIT_PER_MINUTE={} RATE_LIMIT_BURST={} MAX_UPLOAD_BYTES={} PDF_RENDERER_MAX_JOBS=40 SHUTDOWN_GRACE_MS={}",
             self.message_workers,
             self.message_capacity,
             self.pdf_workers,
             self.pdf_capacity,
             PDF_TIMEOUT_MS,
+            PDF_ASYNC_TIMEOUT_MS,
+            MESSAGE_ASYNC_TIMEOUT_MS,
             self.rate_per_minute,
             self.rate_burst,
             MAX_UPLOAD_BYTES,
@@ -501,6 +520,12 @@ enum Kind {
     RateLimited,
     PageGet,
     Long,
+    AsyncPdf,
+    AsyncMessage,
+    JobGet,
+    JobEvents,
+    JobArchive,
+    JobCancel,
 }
 
 impl Kind {
@@ -517,6 +542,12 @@ impl Kind {
             Kind::RateLimited => "rate-limited burst (B)",
             Kind::PageGet => "page fetch",
             Kind::Long => "long job (shutdown run)",
+            Kind::AsyncPdf => "pdf async (submit, replay)",
+            Kind::AsyncMessage => "message async (submit, replay)",
+            Kind::JobGet => "job state (GET /jobs/{id})",
+            Kind::JobEvents => "job events (SSE)",
+            Kind::JobArchive => "job archive (zip)",
+            Kind::JobCancel => "job cancel (DELETE)",
         }
     }
 }
@@ -534,6 +565,14 @@ enum Expect {
     Before(u16),
     /// `GET /jobs/{id}/pages/{n}` with this status.
     Page(u16),
+    /// An async submit: 202, or the load answers of admission (503
+    /// `queue_full` or `too_many_jobs` with `Retry-After`, 503
+    /// `shutting_down` while draining); never 500 or 504, which belong to
+    /// the job's record.
+    Async,
+    /// A request about an async job (state, events, archive, cancel):
+    /// one of these statuses.
+    AnyOf(&'static [u16]),
 }
 
 #[derive(Debug)]
@@ -573,12 +612,35 @@ struct PdfOk {
     at: Instant,
 }
 
+/// An async job a client got a 202 for, checked at the end of the run.
+#[derive(Clone)]
+struct AsyncJob {
+    job_id: String,
+    pdf: bool,
+    /// Pages a PDF job must render, in order.
+    expected: Vec<u32>,
+    /// A DELETE was answered 202 `cancelled`: the job must end so.
+    cancelled: bool,
+    /// The final state its client saw (polling or reading events).
+    seen_final: Option<String>,
+    /// Its pages went to the verifier (its client saw it done).
+    verified: bool,
+}
+
 #[derive(Default)]
 struct Log {
     records: Vec<Record>,
     pdf_ok: Vec<PdfOk>,
     /// Problems the clients saw in answers' content.
     problems: Vec<String>,
+    /// Async jobs accepted by server A (async jobs go to A only).
+    async_jobs: Vec<AsyncJob>,
+    /// Filled by the end-of-run check: accepted async jobs by final
+    /// state, and those not ended (kept queued by a shutdown).
+    async_final: BTreeMap<String, String>,
+    async_open: BTreeSet<String>,
+    /// Async jobs that ended without a result: `(id, status, error)`.
+    async_failed: Vec<(String, u16, String)>,
 }
 
 struct Fixtures {
@@ -641,6 +703,20 @@ fn error_text(err: &reqwest::Error) -> String {
     text.chars().take(240).collect()
 }
 
+/// States of an async job; the last four are final.
+const STATES: [&str; 6] = [
+    "queued",
+    "running",
+    "done",
+    "failed",
+    "cancelled",
+    "expired",
+];
+
+fn is_final(state: &str) -> bool {
+    STATES[2..].contains(&state)
+}
+
 /// Checks an answer's body against the server's shapes.
 fn body_shape(status: u16, kind: Kind, body: &[u8], json: Option<&Value>) -> Result<(), String> {
     if status == 200 && kind == Kind::PageGet {
@@ -648,6 +724,24 @@ fn body_shape(status: u16, kind: Kind, body: &[u8], json: Option<&Value>) -> Res
             Ok(())
         } else {
             Err("page is not a PNG".into())
+        };
+    }
+    if status == 200 && kind == Kind::JobEvents {
+        return if body.starts_with(b"event:") || body.starts_with(b"id:") || body.starts_with(b":")
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "event stream does not start with an event: {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(120)])
+            ))
+        };
+    }
+    if status == 200 && kind == Kind::JobArchive {
+        return if body.starts_with(b"PK") {
+            Ok(())
+        } else {
+            Err("archive is not a zip".into())
         };
     }
     let Some(v) = json.filter(|v| v.is_object()) else {
@@ -661,6 +755,17 @@ fn body_shape(status: u16, kind: Kind, body: &[u8], json: Option<&Value>) -> Res
             Ok(())
         } else {
             Err(format!("200 without job_id: {v}"))
+        };
+    }
+    if status == 202 {
+        // An async job's view: its id, its state and where to follow it.
+        return if v["job_id"].is_string()
+            && v["state"].as_str().is_some_and(|s| STATES.contains(&s))
+            && v["links"]["self"].is_string()
+        {
+            Ok(())
+        } else {
+            Err(format!("202 without job_id, state or links: {v}"))
         };
     }
     let ok = v["error"].is_string()
@@ -751,13 +856,28 @@ impl Ctx {
         request: reqwest::RequestBuilder,
         hang_up: Option<Duration>,
     ) -> Option<(u16, Bytes)> {
+        self.exec_with_headers(kind, case, target, expect, request, hang_up)
+            .await
+            .map(|(status, _, body)| (status, body))
+    }
+
+    /// As [`Ctx::exec`], also returning the answer's headers.
+    async fn exec_with_headers(
+        &self,
+        kind: Kind,
+        case: &'static str,
+        target: usize,
+        expect: Expect,
+        request: reqwest::RequestBuilder,
+        hang_up: Option<Duration>,
+    ) -> Option<(u16, reqwest::header::HeaderMap, Bytes)> {
         let started = Instant::now();
         let exchange = async {
             let response = request.send().await?;
             let status = response.status().as_u16();
-            let retry_after = response.headers().contains_key("retry-after");
+            let headers = response.headers().clone();
             let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, retry_after, body))
+            Ok::<_, reqwest::Error>((status, headers, body))
         };
         let outcome = match hang_up {
             Some(after) => tokio::time::timeout(after, exchange).await.ok(),
@@ -767,7 +887,8 @@ impl Ctx {
         let (res, answer) = match outcome {
             None => (Res::Dropped, None),
             Some(Err(e)) => (Res::Conn(error_text(&e)), None),
-            Some(Ok((status, retry_after, body))) => {
+            Some(Ok((status, headers, body))) => {
+                let retry_after = headers.contains_key("retry-after");
                 let json: Option<Value> = serde_json::from_slice(&body).ok();
                 let field = |name: &str| {
                     json.as_ref()
@@ -777,8 +898,8 @@ impl Ctx {
                 };
                 let res = Res::Http {
                     status,
-                    code: if status == 200 { None } else { field("error") },
-                    message: if status == 200 {
+                    code: if status < 300 { None } else { field("error") },
+                    message: if status < 300 {
                         String::new()
                     } else {
                         field("message").unwrap_or_default()
@@ -787,7 +908,7 @@ impl Ctx {
                     shape: body_shape(status, kind, &body, json.as_ref()),
                     retry_after,
                 };
-                (res, Some((status, body)))
+                (res, Some((status, headers, body)))
             }
         };
         lock(&self.log).records.push(Record {
@@ -808,6 +929,7 @@ impl Ctx {
 }
 
 /// A valid PDF request: document, options, and the pages it must return.
+#[derive(Clone)]
 struct PdfReq {
     doc: &'static str,
     bytes: Bytes,
@@ -871,17 +993,37 @@ fn pdf_query(req: &PdfReq) -> Vec<(&'static str, String)> {
 /// answer and sometimes fetches a page.
 async fn pdf_job(ctx: &Ctx, rng: &mut Rng, kind: Kind, target: usize, form: u64) {
     let req = valid_pdf(rng, &ctx.fx);
+    if target == 0 && rng.chance(ASYNC_SHARE) {
+        return async_job(ctx, rng, AsyncSpec::Pdf { req, form }).await;
+    }
+    let (case, builder) = pdf_request(ctx, target, &req, form);
+    let answer = ctx
+        .exec(kind, case, target, Expect::Job { pdf: true }, builder, None)
+        .await;
+    if let Some((200, body)) = answer {
+        check_pdf_answer(ctx, rng, target, &req, &body).await;
+    }
+}
+
+/// A valid PDF job as JSON naming a path (form 0), a raw upload (1) or a
+/// multipart upload (2).
+fn pdf_request(
+    ctx: &Ctx,
+    target: usize,
+    req: &PdfReq,
+    form: u64,
+) -> (&'static str, reqwest::RequestBuilder) {
     let url = ctx.url(target, "/jobs/pdf");
-    let (case, builder) = match form {
+    match form {
         0 => (
             "json",
-            ctx.client.post(&url).json(&pdf_json_body(&req, None)),
+            ctx.client.post(&url).json(&pdf_json_body(req, None)),
         ),
         1 => (
             "raw",
             ctx.client
                 .post(&url)
-                .query(&pdf_query(&req))
+                .query(&pdf_query(req))
                 .header("content-type", "application/pdf")
                 .body(req.bytes.clone()),
         ),
@@ -904,12 +1046,6 @@ async fn pdf_job(ctx: &Ctx, rng: &mut Rng, kind: Kind, target: usize, form: u64)
             }
             ("multipart", ctx.client.post(&url).multipart(form))
         }
-    };
-    let answer = ctx
-        .exec(kind, case, target, Expect::Job { pdf: true }, builder, None)
-        .await;
-    if let Some((200, body)) = answer {
-        check_pdf_answer(ctx, rng, target, &req, &body).await;
     }
 }
 
@@ -1181,6 +1317,460 @@ async fn malformed(ctx: &Ctx, rng: &mut Rng) {
         .await;
 }
 
+// ---------------------------------------------------------------- async jobs
+
+/// Share of the PDF and message clients' jobs sent in async mode.
+const ASYNC_SHARE: f64 = 0.25;
+/// How long a client polls its async job before leaving it to the
+/// end-of-run check.
+const POLL_LIMIT: Duration = Duration::from_secs(15);
+/// How long accepted async jobs get to reach a final state once the
+/// server has settled after the load.
+const ASYNC_FINAL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The request of an async job, kept to send it again.
+enum AsyncSpec {
+    Pdf { req: PdfReq, form: u64 },
+    Message { body: Value },
+}
+
+/// The submit of an async job: `?mode=async` or `Prefer: respond-async`,
+/// with an `Idempotency-Key` if given. `altered` changes the request (the
+/// dpi, the text) but not the key.
+fn async_request(
+    ctx: &Ctx,
+    spec: &AsyncSpec,
+    prefer: bool,
+    key: Option<&str>,
+    altered: bool,
+) -> reqwest::RequestBuilder {
+    let builder = match spec {
+        AsyncSpec::Pdf { req, form } => {
+            let mut req = req.clone();
+            if altered {
+                req.dpi += 1;
+            }
+            pdf_request(ctx, 0, &req, *form).1
+        }
+        AsyncSpec::Message { body } => {
+            let mut body = body.clone();
+            if altered {
+                body["text"] = json!(format!("{} (altered)", body["text"]));
+            }
+            ctx.client.post(ctx.url(0, "/jobs/message")).json(&body)
+        }
+    };
+    let builder = if prefer {
+        builder.header("prefer", "respond-async")
+    } else {
+        builder.query(&[("mode", "async")])
+    };
+    match key {
+        Some(key) => builder.header("idempotency-key", key),
+        None => builder,
+    }
+}
+
+/// One async job: submit (sometimes with an idempotency key, replayed or
+/// reused with another request), sometimes a DELETE at a random moment,
+/// then follow it by polling or by its events (or leave it to the
+/// end-of-run check), and check what a done job produced.
+async fn async_job(ctx: &Ctx, rng: &mut Rng, spec: AsyncSpec) {
+    let (kind, pdf) = match spec {
+        AsyncSpec::Pdf { .. } => (Kind::AsyncPdf, true),
+        AsyncSpec::Message { .. } => (Kind::AsyncMessage, false),
+    };
+    let prefer = rng.chance(0.5);
+    let key = rng
+        .chance(0.3)
+        .then(|| format!("stress-{:016x}", rng.next()));
+    let request = async_request(ctx, &spec, prefer, key.as_deref(), false);
+    let answer = ctx
+        .exec_with_headers(kind, "submit", 0, Expect::Async, request, None)
+        .await;
+    let Some((202, headers, body)) = answer else {
+        return;
+    };
+    let Some(job_id) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["job_id"].as_str().map(str::to_string))
+    else {
+        return; // recorded as a shape violation
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("location") != Some(format!("/jobs/{job_id}").as_str()) {
+        ctx.problem(format!(
+            "202 for job {job_id}: Location {:?}, expected /jobs/{job_id}",
+            header("location")
+        ));
+    }
+    if prefer && header("preference-applied") != Some("respond-async") {
+        ctx.problem(format!(
+            "202 for job {job_id} sent with Prefer: respond-async lacks Preference-Applied"
+        ));
+    }
+    let mut job = AsyncJob {
+        job_id: job_id.clone(),
+        pdf,
+        expected: match &spec {
+            AsyncSpec::Pdf { req, .. } => req.expected.clone(),
+            AsyncSpec::Message { .. } => Vec::new(),
+        },
+        cancelled: false,
+        seen_final: None,
+        verified: false,
+    };
+    if let Some(key) = &key {
+        if rng.chance(0.3) {
+            let again = async_request(ctx, &spec, prefer, Some(key), false);
+            let answer = ctx
+                .exec_with_headers(
+                    kind,
+                    "idempotent replay",
+                    0,
+                    Expect::AnyOf(&[202]),
+                    again,
+                    None,
+                )
+                .await;
+            if let Some((202, headers, body)) = answer {
+                let replayed = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["job_id"].as_str().map(str::to_string));
+                if replayed.as_deref() != Some(job_id.as_str())
+                    || headers
+                        .get("idempotent-replayed")
+                        .is_none_or(|v| v != "true")
+                {
+                    ctx.problem(format!(
+                        "Idempotency-Key {key} sent again with the same request: job {replayed:?}, Idempotent-Replayed {:?}; expected job {job_id}, true",
+                        headers.get("idempotent-replayed")
+                    ));
+                }
+            }
+        }
+        if rng.chance(0.15) {
+            let other = async_request(ctx, &spec, prefer, Some(key), true);
+            let answer = ctx
+                .exec(kind, "key reused", 0, Expect::AnyOf(&[422]), other, None)
+                .await;
+            if let Some((422, body)) = answer {
+                let code = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string));
+                if code.as_deref() != Some("idempotency_key_reused") {
+                    ctx.problem(format!(
+                        "Idempotency-Key {key} reused with another request: 422 {code:?}, expected idempotency_key_reused"
+                    ));
+                }
+            }
+        }
+    }
+    if rng.chance(0.15) {
+        ctx.pause(rng.ms(0, 400)).await;
+        job.cancelled = cancel_job(ctx, &job_id, &[202, 409]).await;
+    }
+    let view = match rng.below(10) {
+        0..=3 => poll_job(ctx, rng, &job_id).await,
+        4..=7 => follow_events(ctx, &job_id).await,
+        _ => None,
+    };
+    if let Some(view) = view {
+        job.seen_final = view["state"].as_str().map(str::to_string);
+        check_final_view(ctx, rng, &spec, &mut job, &view).await;
+    }
+    if rng.chance(0.03) {
+        // Jobs that do not exist: 404, and only there.
+        let unknown = uuid::Uuid::new_v4();
+        for (case, request) in [
+            (
+                "unknown job",
+                ctx.client.get(ctx.url(0, &format!("/jobs/{unknown}"))),
+            ),
+            (
+                "unknown job",
+                ctx.client.delete(ctx.url(0, &format!("/jobs/{unknown}"))),
+            ),
+        ] {
+            ctx.exec(Kind::JobGet, case, 0, Expect::AnyOf(&[404]), request, None)
+                .await;
+        }
+    }
+    lock(&ctx.log).async_jobs.push(job);
+}
+
+/// `DELETE /jobs/{id}`; true if it was answered 202 `cancelled`.
+async fn cancel_job(ctx: &Ctx, job_id: &str, expect: &'static [u16]) -> bool {
+    let url = ctx.url(0, &format!("/jobs/{job_id}"));
+    let answer = ctx
+        .exec(
+            Kind::JobCancel,
+            "cancel",
+            0,
+            Expect::AnyOf(expect),
+            ctx.client.delete(url),
+            None,
+        )
+        .await;
+    let Some((202, body)) = answer else {
+        return false;
+    };
+    let state = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["state"].as_str().map(str::to_string));
+    if state.as_deref() == Some("cancelled") {
+        true
+    } else {
+        ctx.problem(format!(
+            "DELETE /jobs/{job_id} answered 202 with state {state:?}; expected cancelled (or 409 if it had ended)"
+        ));
+        false
+    }
+}
+
+/// Polls `GET /jobs/{id}` until the job's state is final; `None` if the
+/// load stops or `POLL_LIMIT` passes first.
+async fn poll_job(ctx: &Ctx, rng: &mut Rng, job_id: &str) -> Option<Value> {
+    let end = Instant::now() + POLL_LIMIT;
+    let url = ctx.url(0, &format!("/jobs/{job_id}"));
+    loop {
+        let answer = ctx
+            .exec(
+                Kind::JobGet,
+                "poll",
+                0,
+                Expect::AnyOf(&[200]),
+                ctx.client.get(&url),
+                None,
+            )
+            .await;
+        let Some((200, body)) = answer else {
+            return None;
+        };
+        let view: Value = serde_json::from_slice(&body).ok()?;
+        let state = view["state"].as_str().unwrap_or_default();
+        if view["job_id"] != job_id || !STATES.contains(&state) {
+            ctx.problem(format!("GET /jobs/{job_id}: {view}"));
+            return None;
+        }
+        if is_final(state) {
+            return Some(view);
+        }
+        if ctx.stopped() || Instant::now() > end {
+            return None;
+        }
+        ctx.pause(rng.ms(50, 200)).await;
+    }
+}
+
+/// Reads `GET /jobs/{id}/events` to its end and checks the stream: it ends
+/// with the one `state` event whose state is final, and the `page` events'
+/// `done` counts up by one from the state before them. Returns that last
+/// state.
+async fn follow_events(ctx: &Ctx, job_id: &str) -> Option<Value> {
+    let url = ctx.url(0, &format!("/jobs/{job_id}/events"));
+    let answer = ctx
+        .exec(
+            Kind::JobEvents,
+            "events",
+            0,
+            Expect::AnyOf(&[200]),
+            ctx.client.get(url),
+            None,
+        )
+        .await;
+    let Some((200, body)) = answer else {
+        return None;
+    };
+    let text = String::from_utf8_lossy(&body).replace("\r\n", "\n");
+    let mut events: Vec<(String, Value)> = Vec::new();
+    for block in text.split("\n\n") {
+        let mut name = "message";
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        if data.is_empty() {
+            continue; // a keep-alive comment
+        }
+        match serde_json::from_str(&data) {
+            Ok(v) => events.push((name.to_string(), v)),
+            Err(e) => ctx.problem(format!("events of {job_id}: bad data {data:?}: {e}")),
+        }
+    }
+    let mut problems = Vec::new();
+    let mut done: Option<u64> = None;
+    for (i, (name, v)) in events.iter().enumerate() {
+        let n = v["done"].as_u64();
+        match name.as_str() {
+            "state" => {
+                let state = v["state"].as_str().unwrap_or_default();
+                if is_final(state) && i + 1 != events.len() {
+                    problems.push(format!(
+                        "final state {state} is event {i} of {}",
+                        events.len()
+                    ));
+                }
+                done = n;
+            }
+            "page" => {
+                if let (Some(prev), Some(n)) = (done, n) {
+                    if n != prev + 1 {
+                        problems.push(format!("page event with done {n} after done {prev}"));
+                    }
+                }
+                done = n;
+            }
+            other => problems.push(format!("unknown event {other:?}")),
+        }
+    }
+    let last = events.last().map(|(name, v)| (name.as_str(), v));
+    let end = match last {
+        Some(("state", v)) if v["state"].as_str().is_some_and(is_final) => Some(v.clone()),
+        _ => {
+            problems.push(format!(
+                "stream of {} events does not end with a final state: last {:?}",
+                events.len(),
+                last.map(|(n, v)| format!("{n} {}", v["state"]))
+            ));
+            None
+        }
+    };
+    if !problems.is_empty() {
+        ctx.problem(format!("events of {job_id}: {}", problems.join("; ")));
+    }
+    end
+}
+
+/// Checks the final view a client saw: a done job's result (a PDF job's
+/// pages, sometimes fetched as the archive, then verified on disk like a
+/// sync answer's), a failed one's error.
+async fn check_final_view(
+    ctx: &Ctx,
+    rng: &mut Rng,
+    spec: &AsyncSpec,
+    job: &mut AsyncJob,
+    view: &Value,
+) {
+    let job_id = job.job_id.clone();
+    match view["state"].as_str().unwrap_or_default() {
+        "done" => {
+            let result = &view["result"];
+            if result["job_id"] != job_id.as_str() {
+                ctx.problem(format!("job {job_id} done with result {result}"));
+                return;
+            }
+            if let AsyncSpec::Pdf { req, .. } = spec {
+                if rng.chance(0.5) {
+                    check_archive(ctx, rng, &job_id, result).await;
+                }
+                let body = serde_json::to_vec(result).unwrap_or_default();
+                check_pdf_answer(ctx, rng, 0, req, &body).await;
+                job.verified = true;
+            } else if rng.chance(0.2) {
+                // A message job has no pages: its archive does not exist.
+                let url = ctx.url(0, &format!("/jobs/{job_id}/archive"));
+                ctx.exec(
+                    Kind::JobArchive,
+                    "message job",
+                    0,
+                    Expect::AnyOf(&[404]),
+                    ctx.client.get(url),
+                    None,
+                )
+                .await;
+            }
+        }
+        state => {
+            let error = &view["error"];
+            if !error["status"].is_u64() || !error["error"].is_string() {
+                ctx.problem(format!(
+                    "job {job_id} {state} without an error status: {view}"
+                ));
+            }
+        }
+    }
+    if rng.chance(0.1) {
+        // Ended: a DELETE now is a conflict.
+        cancel_job(ctx, &job_id, &[409]).await;
+    }
+}
+
+/// Fetches a done PDF job's archive: a zip whose entries are exactly the
+/// result's pages; one of them, chosen at random, decodes at its size.
+async fn check_archive(ctx: &Ctx, rng: &mut Rng, job_id: &str, result: &Value) {
+    let url = ctx.url(0, &format!("/jobs/{job_id}/archive"));
+    let answer = ctx
+        .exec(
+            Kind::JobArchive,
+            "archive",
+            0,
+            Expect::AnyOf(&[200]),
+            ctx.client.get(url),
+            None,
+        )
+        .await;
+    let Some((200, zip)) = answer else {
+        return;
+    };
+    let pages: Vec<(String, u32, u32)> = result["pages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let n = |k: &str| p[k].as_u64().unwrap_or(0) as u32;
+            (
+                format!("page-{:03}.png", n("page")),
+                n("width"),
+                n("height"),
+            )
+        })
+        .collect();
+    let entries = match read_zip(&zip) {
+        Ok(entries) => entries,
+        Err(e) => return ctx.problem(format!("archive of {job_id}: {e}")),
+    };
+    let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    let expected: Vec<&str> = pages.iter().map(|p| p.0.as_str()).collect();
+    if names != expected {
+        return ctx.problem(format!(
+            "archive of {job_id} holds {names:?}, expected {expected:?}"
+        ));
+    }
+    if entries.is_empty() {
+        return;
+    }
+    let i = rng.below(entries.len() as u64) as usize;
+    let (name, w, h) = &pages[i];
+    match decode_png(&entries[i].1) {
+        Ok(dims) if dims == (*w, *h) => {}
+        Ok(dims) => ctx.problem(format!(
+            "archive of {job_id}: {name} is {dims:?}, result says {w}x{h}"
+        )),
+        Err(e) => ctx.problem(format!("archive of {job_id}: {name}: {e}")),
+    }
+}
+
+/// Every entry of a zip: name and contents.
+fn read_zip(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    use std::io::Read as _;
+    let mut archive =
+        zip::ZipArchive::new(std::io::Cursor::new(data)).map_err(|e| format!("not a zip: {e}"))?;
+    let mut entries = Vec::new();
+    for i in 0..archive.len() {
+        let mut file = archive.by_index(i).map_err(|e| format!("entry {i}: {e}"))?;
+        let mut contents = Vec::new();
+        file.read_to_end(&mut contents)
+            .map_err(|e| format!("{}: {e}", file.name()))?;
+        entries.push((file.name().to_string(), contents));
+    }
+    Ok(entries)
+}
+
 // ---------------------------------------------------------------- clients
 
 /// Starts every client of one phase; each loops until `ctx.stop`.
@@ -1233,7 +1823,12 @@ async fn one_request(ctx: &Ctx, rng: &mut Rng, kind: Kind) {
         Kind::PdfMultipart => pdf_job(ctx, rng, kind, 0, 2).await,
         Kind::Message => {
             let work = rng.range(0, 60);
-            message_job(ctx, rng, kind, 0, work, None, None).await;
+            if rng.chance(ASYNC_SHARE) {
+                let body = json!({"text": format!("stress {}", rng.next()), "work_ms": work});
+                async_job(ctx, rng, AsyncSpec::Message { body }).await;
+            } else {
+                message_job(ctx, rng, kind, 0, work, None, None).await;
+            }
         }
         Kind::ShortDeadline => {
             if rng.chance(0.5) {
@@ -1359,7 +1954,13 @@ async fn one_request(ctx: &Ctx, rng: &mut Rng, kind: Kind) {
                 }
             }
         }
-        Kind::PageGet => {}
+        Kind::PageGet
+        | Kind::AsyncPdf
+        | Kind::AsyncMessage
+        | Kind::JobGet
+        | Kind::JobEvents
+        | Kind::JobArchive
+        | Kind::JobCancel => {}
     }
 }
 
@@ -1514,11 +2115,14 @@ fn judge(r: &Record, limited: bool, term: Option<Instant>) -> Result<(), String>
         Res::Dropped if r.kind == Kind::Disconnect => return Ok(()),
         Res::Dropped => return Err("dropped".into()),
         Res::Conn(e) => {
-            return if matches!(phase, Phase::Window | Phase::After) {
+            // An event stream open at SIGTERM may be cut: its job can be
+            // one the shutdown keeps queued for the next start.
+            let cut_stream = r.kind == Kind::JobEvents && phase == Phase::InFlight;
+            return if cut_stream || matches!(phase, Phase::Window | Phase::After) {
                 Ok(())
             } else {
                 Err(format!("connection error: {e}"))
-            }
+            };
         }
         Res::Http {
             status,
@@ -1549,6 +2153,29 @@ fn judge(r: &Record, limited: bool, term: Option<Instant>) -> Result<(), String>
                 Ok(())
             } else {
                 Err(format!("{status} {code} ({message}); expected {s}"))
+            };
+        }
+        Expect::AnyOf(statuses) => {
+            let draining = status == 503 && code == "shutting_down" && phase != Phase::Before;
+            return if statuses.contains(&status) || (draining && term.is_some()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{status} {code} ({message}); expected {statuses:?}"
+                ))
+            };
+        }
+        Expect::Async => {
+            return match status {
+                202 if phase != Phase::After => Ok(()),
+                503 if matches!(code, "queue_full" | "too_many_jobs")
+                    && retry_after
+                    && phase != Phase::After =>
+                {
+                    Ok(())
+                }
+                503 if code == "shutting_down" && term.is_some() => Ok(()),
+                _ => Err(format!("unexpected {status} {code} ({message})")),
             };
         }
         Expect::Job { pdf } => (200, pdf),
@@ -1685,6 +2312,9 @@ struct DiskReport {
     job_dirs: usize,
     orphan_dirs: usize,
     leftover_504: usize,
+    /// Folders and kept uploads of async jobs not ended (shutdown run).
+    open_dirs: usize,
+    inputs_kept: usize,
     problems: Vec<String>,
 }
 
@@ -1782,12 +2412,41 @@ async fn verifier(
     }
 }
 
+/// The async jobs' database and folder in OUT_DIR.
+fn is_job_store(name: &str) -> bool {
+    matches!(name, "jobs.db" | "jobs.db-wal" | "jobs.db-shm" | ".jobs")
+}
+
+/// `OUT_DIR/.jobs/inputs`: an upload is kept there while its async job
+/// may still run (queued at a shutdown), never once it has ended.
+fn check_inputs(out_dir: &Path, log: &Log, target: usize, report: &mut DiskReport) {
+    let dir = out_dir.join(".jobs").join("inputs");
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let id = name.strip_suffix(".pdf").unwrap_or(&name);
+        if target == 0 && log.async_open.contains(id) {
+            report.inputs_kept += 1;
+        } else if let Some(state) = log.async_final.get(id).filter(|_| target == 0) {
+            report.problems.push(format!(
+                "upload of job {id} kept in {} after it ended ({state})",
+                dir.display()
+            ));
+        } else {
+            report.problems.push(format!(
+                "upload {name} in {} belongs to no accepted async job",
+                dir.display()
+            ));
+        }
+    }
+}
+
 fn check_disk(
     out_dir: &Path,
     oks: &[&PdfOk],
     ok_ids: &BTreeSet<&str>,
     failed_ids: &[(String, u16, String)],
     hung_up: usize,
+    open_ids: &BTreeSet<String>,
 ) -> DiskReport {
     let mut report = DiskReport::default();
     // Partial files anywhere, and stray files.
@@ -1802,6 +2461,9 @@ fn check_disk(
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().to_string();
+            if dir == out_dir && is_job_store(&name) {
+                continue;
+            }
             if path.is_dir() {
                 stack.push(path);
             } else if name.ends_with(".partial") {
@@ -1851,11 +2513,16 @@ fn check_disk(
     }
     for entry in std::fs::read_dir(out_dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if name == ".spool" {
+        if name == ".spool" || is_job_store(&name) {
             continue;
         }
         report.job_dirs += 1;
         if ok_ids.contains(name.as_str()) {
+            continue;
+        }
+        if open_ids.contains(&name) {
+            // An async job the shutdown kept for the next start.
+            report.open_dirs += 1;
             continue;
         }
         match failed.get(name.as_str()) {
@@ -2260,6 +2927,7 @@ fn judge_all(checks: &mut Checks, log: &Log, servers: &[(&str, bool)], term: Opt
 }
 
 fn failed_ids(log: &Log, target: usize) -> Vec<(String, u16, String)> {
+    let async_failed = log.async_failed.iter().filter(|_| target == 0).cloned();
     log.records
         .iter()
         .filter(|r| r.target == target)
@@ -2269,9 +2937,10 @@ fn failed_ids(log: &Log, target: usize) -> Vec<(String, u16, String)> {
                 code,
                 job_id: Some(id),
                 ..
-            } if *status != 200 => Some((id.clone(), *status, code.clone().unwrap_or_default())),
+            } if *status >= 300 => Some((id.clone(), *status, code.clone().unwrap_or_default())),
             _ => None,
         })
+        .chain(async_failed)
         .collect()
 }
 
@@ -2297,13 +2966,20 @@ fn disk_checks(
         .iter()
         .filter(|r| r.target == target && matches!(r.res, Res::Dropped))
         .count();
+    let no_open = BTreeSet::new();
     let mut report = check_disk(
         &server.out_dir,
         &oks,
         &ok_ids,
         &failed_ids(log, target),
         hung_up,
+        if target == 0 {
+            &log.async_open
+        } else {
+            &no_open
+        },
     );
+    check_inputs(&server.out_dir, log, target, &mut report);
     report.pages_checked += verified.pages[target];
     report.bytes += verified.bytes[target];
     let prefix = format!("{}", server.out_dir.display());
@@ -2319,13 +2995,15 @@ fn disk_checks(
         report.problems.is_empty(),
         if report.problems.is_empty() {
             format!(
-                "{} pages ({} MiB) of {} answers decoded at their reported size; {} job folders left at the end, {} of them of hung-up clients, {} of 504s that finished as the deadline fired",
+                "{} pages ({} MiB) of {} answers and done async jobs decoded at their reported size; {} job folders left at the end, {} of them of hung-up clients, {} of 504s that finished as the deadline fired, {} of async jobs kept queued; {} uploads kept in .jobs/inputs, all of jobs not ended",
                 report.pages_checked,
                 report.bytes >> 20,
                 ok_ids.len(),
                 report.job_dirs,
                 report.orphan_dirs,
-                report.leftover_504
+                report.leftover_504,
+                report.open_dirs,
+                report.inputs_kept
             )
         } else {
             format!(
@@ -2336,6 +3014,227 @@ fn disk_checks(
         },
     );
     report
+}
+
+/// Follows every accepted async job to a final state with `GET /jobs/{id}`,
+/// for up to `ASYNC_FINAL_DEADLINE`; returns the last view of each.
+async fn async_views(
+    probe: &reqwest::Client,
+    server: &Server,
+    log: &Log,
+) -> BTreeMap<String, Value> {
+    let start = Instant::now();
+    let mut views = BTreeMap::new();
+    let mut pending: Vec<String> = log.async_jobs.iter().map(|j| j.job_id.clone()).collect();
+    loop {
+        let mut still = Vec::new();
+        for id in pending {
+            let view = get_json(probe, &format!("{}/jobs/{id}", server.base)).await;
+            let ended = view
+                .as_ref()
+                .is_some_and(|v| v["state"].as_str().is_some_and(is_final));
+            if let Some(v) = view {
+                views.insert(id.clone(), v);
+            }
+            if !ended {
+                still.push(id);
+            }
+        }
+        pending = still;
+        if pending.is_empty() || start.elapsed() > ASYNC_FINAL_DEADLINE {
+            return views;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The accepted async jobs' rows in `OUT_DIR/jobs.db` after the server
+/// exited, as views: `state`, `result`, `error`.
+fn async_rows(out_dir: &Path) -> Result<BTreeMap<String, Value>, String> {
+    let path = out_dir.join("jobs.db");
+    let db =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut query = db
+        .prepare("SELECT id, state, result, error FROM jobs")
+        .map_err(|e| e.to_string())?;
+    let rows = query
+        .query_map([], |row| {
+            let json = |text: Option<String>| {
+                text.and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .unwrap_or(Value::Null)
+            };
+            Ok((
+                row.get::<_, String>(0)?,
+                json!({
+                    "state": row.get::<_, String>(1)?,
+                    "result": json(row.get(2)?),
+                    "error": json(row.get(3)?),
+                }),
+            ))
+        })
+        .map_err(|e| e.to_string())?;
+    rows.collect::<Result<_, _>>().map_err(|e| e.to_string())
+}
+
+/// Judges how every accepted async job ended, from `views` (its last
+/// `GET /jobs/{id}`, or its row in the database after a shutdown): final
+/// (or, after a shutdown, kept queued for the next start), as its client
+/// saw it; cancelled exactly when a DELETE said so; done with the pages
+/// asked for (queued for the disk check unless its client already
+/// verified them); failed, cancelled or expired with an error and its
+/// status, and no unexpected 500. Fills `log.async_*`.
+fn judge_async(
+    checks: &mut Checks,
+    log: &mut Log,
+    views: &BTreeMap<String, Value>,
+    shutdown: bool,
+) {
+    let mut problems = Vec::new();
+    let jobs = log.async_jobs.clone();
+    for job in &jobs {
+        let id = &job.job_id;
+        let Some(view) = views.get(id) else {
+            problems.push(if shutdown {
+                format!("job {id} was accepted (202) but is not in jobs.db")
+            } else {
+                format!("job {id}: GET /jobs/{id} failed")
+            });
+            continue;
+        };
+        let state = view["state"].as_str().unwrap_or("?").to_string();
+        if !is_final(&state) {
+            if shutdown && matches!(state.as_str(), "queued" | "running") {
+                log.async_open.insert(id.clone());
+            } else {
+                problems.push(format!(
+                    "job {id} still {state} {} s after the load: {view}",
+                    ASYNC_FINAL_DEADLINE.as_secs()
+                ));
+            }
+            if let Some(seen) = &job.seen_final {
+                problems.push(format!("job {id} is {state}, its client saw it {seen}"));
+            }
+            continue;
+        }
+        log.async_final.insert(id.clone(), state.clone());
+        if job.seen_final.as_ref().is_some_and(|s| *s != state) {
+            problems.push(format!(
+                "job {id} ended {state}, its client saw it {}",
+                job.seen_final.as_deref().unwrap_or_default()
+            ));
+        }
+        if job.cancelled != (state == "cancelled") && !(shutdown && state == "cancelled") {
+            problems.push(format!(
+                "job {id} ended {state}; a DELETE was{} answered 202 cancelled",
+                if job.cancelled { "" } else { " not" }
+            ));
+        }
+        if state == "done" {
+            let result = &view["result"];
+            if !job.pdf {
+                if !result.is_object() {
+                    problems.push(format!("job {id} done without a result"));
+                }
+                continue;
+            }
+            let pages: Vec<(u32, u32, u32, u64)> = result["pages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+                    (
+                        n("page") as u32,
+                        n("width") as u32,
+                        n("height") as u32,
+                        n("bytes"),
+                    )
+                })
+                .collect();
+            let numbers: Vec<u32> = pages.iter().map(|p| p.0).collect();
+            if numbers != job.expected {
+                problems.push(format!(
+                    "job {id} done with pages {numbers:?}, expected {:?}",
+                    job.expected
+                ));
+            }
+            if !job.verified {
+                log.pdf_ok.push(PdfOk {
+                    target: 0,
+                    job_id: id.clone(),
+                    pages,
+                    at: Instant::now(),
+                });
+            }
+            continue;
+        }
+        let error = &view["error"];
+        let status = error["status"].as_u64().unwrap_or(0) as u16;
+        let code = error["error"].as_str().unwrap_or_default().to_string();
+        let message = error["message"].as_str().unwrap_or_default();
+        let fitting = match state.as_str() {
+            "failed" => status == 500 && job.pdf && message.contains("renderer process died"),
+            "expired" => status == 504,
+            _ => status >= 400,
+        };
+        if status == 0 || code.is_empty() || !fitting {
+            problems.push(format!("job {id} {state} with error {error}"));
+        }
+        log.async_failed.push((id.clone(), status, code));
+    }
+    let ended = log.async_final.len();
+    checks.check(
+        if shutdown {
+            "async jobs: ended, or kept queued in jobs.db for the next start"
+        } else {
+            "async jobs: each reaches a final state, as its client saw it"
+        },
+        problems.is_empty(),
+        if problems.is_empty() {
+            format!(
+                "{} accepted: {ended} ended (done with their pages, others with an error and its status), {} kept for the next start",
+                jobs.len(),
+                log.async_open.len()
+            )
+        } else {
+            format!(
+                "{} of {} jobs: {}",
+                problems.len(),
+                jobs.len(),
+                problems[..problems.len().min(3)].join("; ")
+            )
+        },
+    );
+    for p in problems {
+        checks.violations.push(format!("async jobs: {p}"));
+    }
+}
+
+/// Async jobs by how they ended (server A).
+fn async_table(out: &mut String, log: &Log) {
+    let mut counts: BTreeMap<&str, [usize; 2]> = BTreeMap::new();
+    for job in &log.async_jobs {
+        let state = match log.async_final.get(&job.job_id) {
+            Some(s) => s.as_str(),
+            None if log.async_open.contains(&job.job_id) => "not ended (kept for the next start)",
+            None => "not ended",
+        };
+        counts.entry(state).or_default()[usize::from(!job.pdf)] += 1;
+    }
+    let _ = writeln!(
+        out,
+        "\n### Async jobs by final state (server A)\n\n| state | pdf | message |\n|---|---:|---:|"
+    );
+    for (state, [pdf, message]) in &counts {
+        let _ = writeln!(out, "| {state} | {pdf} | {message} |");
+    }
+    let pdf = log.async_jobs.iter().filter(|j| j.pdf).count();
+    let _ = writeln!(
+        out,
+        "| **accepted** | **{pdf}** | **{}** |",
+        log.async_jobs.len() - pdf
+    );
 }
 
 // ---------------------------------------------------------------- modes
@@ -2476,11 +3375,13 @@ async fn main_mode(args: &Args, root: &Path, out: &mut String) -> Result<Checks,
         }
     }
 
-    let log = Arc::try_unwrap(log)
+    let mut log = Arc::try_unwrap(log)
         .map_err(|_| "log still shared".to_string())?
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
     judge_all(&mut checks, &log, &servers, None);
+    let views = async_views(&probe, &a, &log).await;
+    judge_async(&mut checks, &mut log, &views, false);
     let count = |f: &dyn Fn(&Record) -> bool| log.records.iter().filter(|r| f(r)).count();
     let queue_full = count(&|r| {
         r.target == 0 && matches!(&r.res, Res::Http { code: Some(c), .. } if c == "queue_full")
@@ -2595,6 +3496,7 @@ async fn main_mode(args: &Args, root: &Path, out: &mut String) -> Result<Checks,
         }
     );
     tables(out, &log, &["A", "B"]);
+    async_table(out, &log);
     let _ = writeln!(
         out,
         "\n### Faults and resources\n\n| server | renderer SIGKILLs injected | renderer crashes seen | kills (deadline/cancel) | recycles | renderers started | fds warm-up -> end | RSS MiB warm-up -> end |\n|---|---:|---:|---:|---:|---:|---|---|"
@@ -2758,11 +3660,19 @@ async fn shutdown_mode(args: &Args, root: &Path, out: &mut String) -> Result<Che
         ),
     );
 
-    let log = Arc::try_unwrap(log)
+    let mut log = Arc::try_unwrap(log)
         .map_err(|_| "log still shared".to_string())?
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
     judge_all(&mut checks, &log, &[(a.name, false)], Some(term));
+    match async_rows(&a.out_dir) {
+        Ok(rows) => judge_async(&mut checks, &mut log, &rows, true),
+        Err(e) => checks.check(
+            "async jobs: ended, or kept queued in jobs.db for the next start",
+            false,
+            e,
+        ),
+    }
 
     // In flight at SIGTERM, and after it.
     let mut in_flight: BTreeMap<String, usize> = BTreeMap::new();
@@ -2770,7 +3680,10 @@ async fn shutdown_mode(args: &Args, root: &Path, out: &mut String) -> Result<Che
     let mut window: BTreeMap<String, usize> = BTreeMap::new();
     for r in &log.records {
         let label = outcome_label(&r.res);
-        let is_job = matches!(r.expect, Expect::Job { .. } | Expect::JobInvalid { .. });
+        let is_job = matches!(
+            r.expect,
+            Expect::Job { .. } | Expect::JobInvalid { .. } | Expect::Async
+        );
         match phase(r, Some(term)) {
             Phase::InFlight if is_job => *in_flight.entry(label).or_default() += 1,
             Phase::Window if is_job => *window.entry(label).or_default() += 1,
@@ -2868,6 +3781,7 @@ async fn shutdown_mode(args: &Args, root: &Path, out: &mut String) -> Result<Che
         }
     }
     tables(out, &log, &["A"]);
+    async_table(out, &log);
     Ok(checks)
 }
 
