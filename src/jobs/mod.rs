@@ -38,6 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
@@ -400,6 +401,10 @@ pub struct AsyncJobs {
     /// Records in the store (all instances'), refreshed each sweep.
     tracked: AtomicU64,
     tasks: TaskTracker,
+    /// Cancelled when the server starts to drain: event streams end then
+    /// (a job left queued for the next start would otherwise hold its
+    /// stream, and the graceful shutdown, open forever).
+    closing: CancellationToken,
     pub stats: JobsStats,
 }
 
@@ -452,6 +457,7 @@ impl AsyncJobs {
             live: Mutex::new(HashMap::new()),
             tracked: AtomicU64::new(tracked),
             tasks: TaskTracker::new(),
+            closing: CancellationToken::new(),
             stats: JobsStats::default(),
         }))
     }
@@ -912,6 +918,16 @@ impl AsyncJobs {
             tracing::info!(folders = removed, "removed expired sync job output");
         }
         election::remove_dead_instance_locks(&jobs_dir(&self.out_dir).join("instances"));
+    }
+
+    /// The server is draining: end every event stream.
+    pub fn begin_close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Resolves when the server starts to drain.
+    pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.closing.clone().cancelled_owned()
     }
 
     /// After the worker pools stopped: lets the jobs' tasks record their

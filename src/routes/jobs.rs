@@ -345,9 +345,10 @@ pub async fn events(
             }
         };
         let ended = first.iter().any(|(_, e)| e.last);
+        let closing = Box::pin(state.jobs.closing());
         let live = futures_util::stream::unfold(
-            (tracked, changes, next, ended),
-            |(tracked, mut changes, next, ended)| async move {
+            (tracked, changes, next, ended, closing),
+            |(tracked, mut changes, next, ended, mut closing)| async move {
                 if ended {
                     return None;
                 }
@@ -362,11 +363,18 @@ pub async fn events(
                             .collect();
                         return Some((
                             futures_util::stream::iter(batch),
-                            (tracked, changes, len, ended),
+                            (tracked, changes, len, ended, closing),
                         ));
                     }
-                    if changes.changed().await.is_err() {
-                        return None;
+                    // The server drains: the stream ends without a final
+                    // state, and the client reconnects (Last-Event-ID).
+                    tokio::select! {
+                        changed = changes.changed() => {
+                            if changed.is_err() {
+                                return None;
+                            }
+                        }
+                        () = &mut closing => return None,
                     }
                 }
             },
@@ -387,13 +395,17 @@ pub async fn events(
         // the instance that runs it).
         let view = state.jobs.view(id)?.ok_or_else(|| not_found(id))?;
         let jobs = state.jobs.clone();
+        let closing = Box::pin(state.jobs.closing());
         futures_util::StreamExt::boxed(futures_util::stream::unfold(
-            (Some(view), jobs, 0usize, None::<String>),
-            move |(view, jobs, n, last_state)| async move {
+            (Some(view), jobs, 0usize, None::<String>, closing),
+            move |(view, jobs, n, last_state, mut closing)| async move {
                 let mut view = match view {
                     Some(view) => view,
                     None => loop {
-                        tokio::time::sleep(FOREIGN_POLL).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(FOREIGN_POLL) => {}
+                            () = &mut closing => return None,
+                        }
                         match jobs.view(id) {
                             Ok(Some(v)) if Some(v.state.as_str()) != last_state.as_deref() => {
                                 break v
@@ -414,7 +426,7 @@ pub async fn events(
                     .id(n.to_string())
                     .data(serde_json::to_string(&view).unwrap_or_default());
                 let next_state = if end { "__end".to_string() } else { state_name };
-                Some((Ok(event), (None, jobs, n + 1, Some(next_state))))
+                Some((Ok(event), (None, jobs, n + 1, Some(next_state), closing)))
             },
         ))
     };

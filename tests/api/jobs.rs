@@ -741,3 +741,41 @@ async fn wait_ready(client: &reqwest::Client, base: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn shutdown_ends_the_event_stream_of_a_job_kept_for_the_next_start() {
+    let app = spawn_app(test_config()).await;
+    let running =
+        accepted_id(submit_message(&app, json!({"text": "a", "work_ms": 300})).await).await;
+    until_job(&app, &running, "running", state_is("running")).await;
+    let kept = accepted_id(submit_message(&app, json!({"text": "b"})).await).await;
+    let stream = app
+        .client
+        .get(app.url(&format!("/jobs/{kept}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let reader = tokio::spawn(async move { stream.text().await.unwrap() });
+    let state = app.state.clone();
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("an open event stream does not hold the shutdown")
+        .unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the stream ended")
+        .unwrap();
+    assert!(text.contains("\"state\":\"queued\""), "{text}");
+    let record = state
+        .jobs
+        .store()
+        .get(kept.parse().unwrap())
+        .unwrap()
+        .expect("the job is kept");
+    assert_eq!(
+        record.state.as_str(),
+        "queued",
+        "kept to run at the next start"
+    );
+}
