@@ -37,5 +37,5 @@ done
 curl -s "127.0.0.1:$port/status" | python3 -c '
 import json, sys
 db = json.load(sys.stdin)["async_jobs"]["database"]
-print(f"job database: {db[\"writes\"]} writes in {db[\"commits\"]} commits (largest batch {db[\"largest_batch\"]})")'
+print("job database: %d writes in %d commits (largest batch %d)" % (db["writes"], db["commits"], db["largest_batch"]))'
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
