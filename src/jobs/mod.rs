@@ -410,7 +410,7 @@ pub struct AsyncJobs {
 
 /// How long a finished job stays in memory (events, pages) before the
 /// database alone answers for it.
-const FINISHED_IN_MEMORY: Duration = Duration::from_secs(60);
+const FINISHED_IN_MEMORY: Duration = Duration::from_secs(10);
 
 /// `OUT_DIR/.jobs`: locks and kept inputs.
 fn jobs_dir(out_dir: &Path) -> PathBuf {
@@ -848,7 +848,7 @@ impl AsyncJobs {
         let cutoff = now.saturating_sub(ttl_ms);
         // A finished job's events and pages stay in memory only briefly:
         // afterwards the database answers for it, so memory holds the
-        // running jobs and the last minute's, not a TTL's worth of pages.
+        // running jobs and those of the last seconds, not a TTL's worth of pages.
         let keep_ms = ttl_ms.min(FINISHED_IN_MEMORY.as_millis() as u64);
         let forget_before = now.saturating_sub(keep_ms);
         lock(&self.live).retain(|_, t| t.finished_ms().is_none_or(|f| f > forget_before));
