@@ -685,16 +685,15 @@ impl Writer {
         let (ops, replies): (Vec<Op>, Vec<Reply>) =
             batch.into_iter().map(|c| (c.op, c.reply)).unzip();
         let outcomes = self.apply(&ops);
+        // Counted before anyone is answered, so a caller that reads the
+        // stats after its write returns sees that write.
         let mut written = 0;
         let mut failed = 0;
-        for ((op, reply), outcome) in ops.iter().zip(replies).zip(outcomes) {
-            if matches!(op, Op::Flush) {
-                reply.send(Ok(true));
-                continue;
-            }
-            match &outcome {
-                Ok(_) => written += 1,
-                Err(e) => {
+        for (op, outcome) in ops.iter().zip(&outcomes) {
+            match (op, outcome) {
+                (Op::Flush, _) => {}
+                (_, Ok(_)) => written += 1,
+                (op, Err(e)) => {
                     failed += 1;
                     if let Op::Update { id, .. } = op {
                         // Nobody waits for an update, so the log is its
@@ -703,12 +702,18 @@ impl Writer {
                     }
                 }
             }
-            reply.send(outcome);
         }
         let c = &self.counters;
         c.writes.fetch_add(written, Ordering::Relaxed);
         c.failed_writes.fetch_add(failed, Ordering::Relaxed);
         c.largest_batch.fetch_max(written, Ordering::Relaxed);
+        for ((op, reply), outcome) in ops.iter().zip(replies).zip(outcomes) {
+            if matches!(op, Op::Flush) {
+                reply.send(Ok(true));
+            } else {
+                reply.send(outcome);
+            }
+        }
     }
 
     /// One outcome per op, in order. An op that fails on its own (a reused
