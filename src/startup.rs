@@ -107,7 +107,8 @@ fn sweep_interval(ttl: Duration) -> Duration {
 /// Resumes orphaned async jobs at start, then sweeps until aborted.
 async fn housekeeping(state: AppState) {
     resume_orphans(&state).await;
-    let mut tick = tokio::time::interval(sweep_interval(state.config.jobs.result_ttl));
+    let every = sweep_interval(state.config.jobs.result_ttl);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

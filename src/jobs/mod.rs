@@ -398,7 +398,10 @@ pub struct AsyncJobs {
     instance: InstanceLock,
     election: Election,
     live: Mutex<HashMap<Uuid, Arc<Tracked>>>,
-    /// Records in the store (all instances'), refreshed each sweep.
+    /// Records in the store (all instances'): a place is reserved before a
+    /// submit is admitted and given back if it is not recorded, and the
+    /// count is taken again from the store each sweep (a record written
+    /// during that count may be missed until the next one).
     tracked: AtomicU64,
     tasks: TaskTracker,
     /// Cancelled when the server starts to drain: event streams end then
@@ -590,7 +593,10 @@ impl AsyncJobs {
                 let _ = std::fs::remove_file(path);
             }
         };
-        if self.tracked() >= self.config.max_tracked {
+        // Reserve a record's place first, so concurrent submits cannot all
+        // pass the bound; given back below if the job is not recorded.
+        if self.tracked.fetch_add(1, Ordering::AcqRel) >= self.config.max_tracked {
+            self.tracked.fetch_sub(1, Ordering::AcqRel);
             remove_input();
             self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::TooManyJobs {
@@ -606,6 +612,7 @@ impl AsyncJobs {
         let pending = match queue.submit(job, options) {
             Ok(pending) => pending,
             Err(e) => {
+                self.tracked.fetch_sub(1, Ordering::AcqRel);
                 remove_input();
                 return Err(e);
             }
@@ -634,6 +641,7 @@ impl AsyncJobs {
         self.tasks.spawn(async move {
             if let Err(e) = jobs.store.insert(record).await {
                 // Unrecorded: the job must not run.
+                jobs.tracked.fetch_sub(1, Ordering::AcqRel);
                 drop(pending);
                 lock(&jobs.live).remove(&job_id);
                 if let Some(path) = &input {
@@ -642,7 +650,6 @@ impl AsyncJobs {
                 let _ = ack_tx.send(Err(e));
                 return;
             }
-            jobs.tracked.fetch_add(1, Ordering::Relaxed);
             jobs.stats.submitted.fetch_add(1, Ordering::Relaxed);
             let _ = ack_tx.send(Ok(()));
             let reply = pending.wait().await.map(to_result);

@@ -30,7 +30,13 @@ async fn submit_message(app: &TestApp, body: Value) -> reqwest::Response {
 }
 
 async fn accepted_id(response: reqwest::Response) -> String {
-    assert_eq!(response.status(), 202, "async submit answers 202");
+    if response.status() != 202 {
+        let status = response.status();
+        panic!(
+            "async submit answered {status}, not 202: {}",
+            response.text().await.unwrap()
+        );
+    }
     let location = response.headers()["location"].to_str().unwrap().to_string();
     let body: Value = response.json().await.unwrap();
     let id = body["job_id"].as_str().unwrap().to_string();
@@ -525,6 +531,25 @@ async fn past_max_tracked_jobs_async_submits_get_503() {
         .message(json!({"text": "sync jobs are not tracked"}))
         .await;
     assert_eq!(sync.status(), 200);
+}
+
+#[tokio::test]
+async fn concurrent_async_submits_never_pass_max_tracked_jobs_together() {
+    let mut config = test_config();
+    config.jobs.max_tracked = 3;
+    config.message = PoolConfig::new(1, 32, Duration::from_secs(10));
+    let app = spawn_app(config).await;
+    let answers = futures::future::join_all(
+        (0..12).map(|i| submit_message(&app, json!({"text": format!("job {i}")}))),
+    )
+    .await;
+    let accepted = answers.iter().filter(|r| r.status() == 202).count();
+    let refused = answers.iter().filter(|r| r.status() == 503).count();
+    assert_eq!(
+        (accepted, refused),
+        (3, 9),
+        "exactly MAX_TRACKED_JOBS accepted"
+    );
 }
 
 #[tokio::test]
