@@ -765,7 +765,16 @@ impl AsyncJobs {
         // killed); the bound only keeps a stuck worker from holding the
         // request.
         let _ = tokio::time::timeout(Duration::from_secs(2), ended).await;
-        Ok(Some(tracked.view()))
+        let view = tracked.view();
+        // The job may have finished on its own as the cancel arrived: then
+        // it was not cancelled, and the answer says how it ended.
+        if view.state.is_final() && view.state != JobState::Cancelled {
+            return Err(ApiError::Conflict(format!(
+                "job {id} already ended ({})",
+                view.state.as_str()
+            )));
+        }
+        Ok(Some(view))
     }
 
     /// Resumes a recovered job (its record claimed by this instance).
