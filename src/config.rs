@@ -514,6 +514,35 @@ mod tests {
     }
 
     #[test]
+    fn async_budgets_and_retention_come_from_their_variables_and_zero_is_refused() {
+        let c = from(&[]).unwrap();
+        assert_eq!(
+            c.pdf.pool.async_timeout,
+            Duration::from_millis(DEFAULT_PDF_ASYNC_TIMEOUT_MS)
+        );
+        assert_eq!(
+            c.jobs.result_ttl,
+            Duration::from_secs(DEFAULT_RESULT_TTL_SECS)
+        );
+        let c = from(&[
+            ("MESSAGE_ASYNC_TIMEOUT_MS", "1234"),
+            ("RESULT_TTL_SECS", "60"),
+            ("MAX_TRACKED_JOBS", "7"),
+        ])
+        .unwrap();
+        assert_eq!(c.message.async_timeout, Duration::from_millis(1234));
+        assert_eq!(c.jobs.result_ttl, Duration::from_secs(60));
+        assert_eq!(c.jobs.max_tracked, 7);
+        for var in [
+            "PDF_ASYNC_TIMEOUT_MS",
+            "RESULT_TTL_SECS",
+            "MAX_TRACKED_JOBS",
+        ] {
+            assert_eq!(from(&[(var, "0")]).unwrap_err().var, var);
+        }
+    }
+
+    #[test]
     fn rate_limit_zero_turns_limiting_off() {
         let c = from(&[("RATE_LIMIT_PER_MINUTE", "0")]).unwrap();
         assert!(!c.rate_limit.enabled());
