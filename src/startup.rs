@@ -108,13 +108,21 @@ fn sweep_interval(ttl: Duration) -> Duration {
 async fn housekeeping(state: AppState) {
     resume_orphans(&state).await;
     let every = sweep_interval(state.config.jobs.result_ttl);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // Finished jobs leave memory on a shorter beat than the sweep's.
+    let beat = every.min(crate::jobs::FINISHED_IN_MEMORY / 2);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if state.is_draining() {
             return;
         }
+        state.jobs.forget_finished();
+        if last_sweep.elapsed() < every {
+            continue;
+        }
+        last_sweep = tokio::time::Instant::now();
         let jobs = state.jobs.clone();
         // File and database work: off the async threads.
         let _ = tokio::task::spawn_blocking(move || jobs.sweep()).await;

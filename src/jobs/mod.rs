@@ -413,7 +413,7 @@ pub struct AsyncJobs {
 
 /// How long a finished job stays in memory (events, pages) before the
 /// database alone answers for it.
-const FINISHED_IN_MEMORY: Duration = Duration::from_secs(10);
+pub const FINISHED_IN_MEMORY: Duration = Duration::from_secs(10);
 
 /// `OUT_DIR/.jobs`: locks and kept inputs.
 fn jobs_dir(out_dir: &Path) -> PathBuf {
@@ -859,15 +859,8 @@ impl AsyncJobs {
     /// expired records and output (async and sync) and dead instances'
     /// lock files.
     pub fn sweep(&self) {
-        let ttl_ms = self.config.result_ttl.as_millis() as u64;
-        let now = now_ms();
-        let cutoff = now.saturating_sub(ttl_ms);
-        // A finished job's events and pages stay in memory only briefly:
-        // afterwards the database answers for it, so memory holds the
-        // running jobs and those of the last seconds, not a TTL's worth of pages.
-        let keep_ms = ttl_ms.min(FINISHED_IN_MEMORY.as_millis() as u64);
-        let forget_before = now.saturating_sub(keep_ms);
-        lock(&self.live).retain(|_, t| t.finished_ms().is_none_or(|f| f > forget_before));
+        let cutoff = now_ms().saturating_sub(self.config.result_ttl.as_millis() as u64);
+        self.forget_finished();
         if self.is_primary() {
             self.remove_expired(cutoff);
         }
@@ -875,6 +868,17 @@ impl AsyncJobs {
             Ok(n) => self.tracked.store(n, Ordering::Relaxed),
             Err(e) => tracing::warn!("cannot count job records: {e}"),
         }
+    }
+
+    /// Drops finished jobs from memory once [`FINISHED_IN_MEMORY`] has
+    /// passed: afterwards the database answers for them, so memory holds
+    /// the running jobs and those of the last seconds, not a TTL's worth of
+    /// pages and events. Cheap; run more often than [`AsyncJobs::sweep`].
+    pub fn forget_finished(&self) {
+        let ttl_ms = self.config.result_ttl.as_millis() as u64;
+        let keep_ms = ttl_ms.min(FINISHED_IN_MEMORY.as_millis() as u64);
+        let forget_before = now_ms().saturating_sub(keep_ms);
+        lock(&self.live).retain(|_, t| t.finished_ms().is_none_or(|f| f > forget_before));
     }
 
     fn remove_expired(&self, cutoff: u64) {
