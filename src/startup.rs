@@ -68,6 +68,15 @@ impl Application {
             // that overruns it is cancelled and its handler can answer.
             let joiner = drainer.clone();
             let join = tokio::task::spawn_blocking(move || joiner.join(grace));
+            // Once no job runs any more, the event streams still open are
+            // those of jobs kept for the next start: end them, or they would
+            // hold their connections, and the shutdown, open.
+            let jobs = drainer.jobs.clone();
+            let join = tokio::spawn(async move {
+                let joined = join.await;
+                jobs.begin_close();
+                joined
+            });
             let _ = joined_tx.send(join);
         };
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
@@ -77,7 +86,7 @@ impl Application {
             .await?;
         match joined_rx.await {
             Ok(join) => {
-                if let Err(e) = join.await {
+                if let Err(e) = join.await.unwrap_or_else(Err) {
                     tracing::error!("joining worker pools failed: {e}");
                 }
             }

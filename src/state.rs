@@ -86,7 +86,6 @@ impl AppState {
     /// Stops admitting jobs on every queue and answers queued ones with 503.
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Release);
-        self.jobs.begin_close();
         self.message.begin_drain();
         self.pdf.begin_drain();
     }

@@ -404,9 +404,9 @@ pub struct AsyncJobs {
     /// during that count may be missed until the next one).
     tracked: AtomicU64,
     tasks: TaskTracker,
-    /// Cancelled when the server starts to drain: event streams end then
-    /// (a job left queued for the next start would otherwise hold its
-    /// stream, and the graceful shutdown, open forever).
+    /// Cancelled when the server has stopped its workers: event streams
+    /// still open then end (a job left queued for the next start would
+    /// otherwise hold its stream, and the graceful shutdown, open forever).
     closing: CancellationToken,
     pub stats: JobsStats,
 }
@@ -940,12 +940,12 @@ impl AsyncJobs {
         election::remove_dead_instance_locks(&jobs_dir(&self.out_dir).join("instances"));
     }
 
-    /// The server is draining: end every event stream.
+    /// The workers have stopped: end every event stream still open.
     pub fn begin_close(&self) {
         self.closing.cancel();
     }
 
-    /// Resolves when the server starts to drain.
+    /// Resolves when the event streams must end.
     pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
         self.closing.clone().cancelled_owned()
     }

@@ -366,7 +366,7 @@ pub async fn events(
                             (tracked, changes, len, ended, closing),
                         ));
                     }
-                    // The server drains: the stream ends without a final
+                    // The server stops: the stream ends without a final
                     // state, and the client reconnects (Last-Event-ID).
                     tokio::select! {
                         changed = changes.changed() => {
