@@ -28,16 +28,19 @@
 //! and in the report); `--quick` divides every duration by four, for a trial
 //! run, and `--out DIR` writes `DIR/docs/...` instead of the repository's.
 
+#[path = "common/temp_dir.rs"]
+mod temp_dir;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use temp_dir::TempDir;
 
 use bytes::Bytes;
 use plotters::prelude::*;
@@ -272,27 +275,6 @@ fn load_average() -> String {
 }
 
 // ----------------------------------------------------------------- server --
-
-/// A temporary folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> io::Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path =
-            std::env::temp_dir().join(format!("jobserver-bench-{}-{nanos:09}", std::process::id()));
-        fs::create_dir_all(&path)?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Paths every server of the run shares.
 struct Setup {
@@ -1497,7 +1479,8 @@ async fn run() -> Result<(), String> {
         server_bin: std::env::var_os("JOBSERVER_BIN")
             .map_or_else(|| target_dir.join("release/jobserver"), PathBuf::from),
         loop_bin: target_dir.join("release/examples/render_loop"),
-        tmp: TempDir::new().map_err(|e| format!("cannot make a temporary folder: {e}"))?,
+        tmp: TempDir::new("jobserver-bench")
+            .map_err(|e| format!("cannot make a temporary folder: {e}"))?,
     };
     for bin in [&setup.server_bin, &setup.loop_bin] {
         if !bin.is_file() {

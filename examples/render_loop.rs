@@ -30,11 +30,15 @@
 //! `PDFIUM_LIB_PATH`, else the copy the build fetched). `PDF` defaults to
 //! `$PDF_SAMPLE`, else `../shared/data/regal-17pages.pdf` next to the repo.
 
+#[path = "common/temp_dir.rs"]
+mod temp_dir;
+
 use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use temp_dir::TempDir;
 
 use jobserver::config::{PdfConfig, DEFAULT_PDF_MAX_PAGES, DEFAULT_PDF_MAX_PIXELS};
 use jobserver::render::child::{bind, pixel_size, render};
@@ -146,27 +150,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// A temporary folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> io::Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path =
-            std::env::temp_dir().join(format!("render_loop-{}-{nanos:09}", std::process::id()));
-        fs::create_dir_all(&path)?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The default mode: the server's render function in a loop.
 fn render_loop(pdfium: &Pdfium, options: &Options) -> Result<(), String> {
     let reps = options.reps.unwrap_or(3);
@@ -177,7 +160,8 @@ fn render_loop(pdfium: &Pdfium, options: &Options) -> Result<(), String> {
     } else {
         (Source::Payload, &bytes[..])
     };
-    let tmp = TempDir::new().map_err(|e| format!("cannot make a temporary folder: {e}"))?;
+    let tmp =
+        TempDir::new("render_loop").map_err(|e| format!("cannot make a temporary folder: {e}"))?;
     println!(
         "render_loop: {} ({} bytes) at {} dpi, {} warm-up + {reps} timed passes, source {}",
         options.pdf.display(),
