@@ -34,7 +34,7 @@
 mod temp_dir;
 
 use std::fs;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -330,8 +330,15 @@ fn encoders(pdfium: &Pdfium, options: &Options) -> Result<(), String> {
                 out.clear();
                 let started = Instant::now();
                 let cpu_started = thread_cpu_time();
-                encode(&mut out, rgb, width, height, stride, compression)
-                    .map_err(|e| format!("page {}: {name}: {e}", index + 1))?;
+                jobserver::render::child::encode_png(
+                    &mut out,
+                    rgb,
+                    width,
+                    height,
+                    stride,
+                    compression,
+                )
+                .map_err(|e| format!("page {}: {name}: {e}", index + 1))?;
                 time[slot] += started.elapsed();
                 cpu[slot] += thread_cpu_time().saturating_sub(cpu_started);
             }
@@ -382,32 +389,6 @@ fn encoders(pdfium: &Pdfium, options: &Options) -> Result<(), String> {
         );
     }
     Ok(())
-}
-
-/// Encodes RGB rows (`stride` bytes apart) like the renderer's `write_png`,
-/// into `out` instead of a file.
-fn encode(
-    out: &mut Vec<u8>,
-    rgb: &[u8],
-    width: u32,
-    height: u32,
-    stride: usize,
-    compression: png::Compression,
-) -> io::Result<()> {
-    let mut encoder = png::Encoder::new(BufWriter::with_capacity(256 * 1024, out), width, height);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder.set_compression(compression);
-    let mut writer = encoder.write_header().map_err(io::Error::other)?;
-    let row = width as usize * 3;
-    {
-        let mut stream = writer.stream_writer().map_err(io::Error::other)?;
-        for line in rgb.chunks(stride).take(height as usize) {
-            stream.write_all(&line[..row])?;
-        }
-        stream.finish().map_err(io::Error::other)?;
-    }
-    writer.finish().map_err(io::Error::other)
 }
 
 /// Decodes `png` and compares its pixels with the source rows.

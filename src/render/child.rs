@@ -295,21 +295,7 @@ fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32, stride: usize) ->
     let tmp = path.with_extension("png.partial");
     let result = (|| {
         let file = File::create(&tmp)?;
-        let mut encoder =
-            png::Encoder::new(BufWriter::with_capacity(256 * 1024, file), width, height);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder.set_compression(png::Compression::Fast);
-        let mut writer = encoder.write_header().map_err(io::Error::other)?;
-        let row = width as usize * 3;
-        {
-            let mut stream = writer.stream_writer().map_err(io::Error::other)?;
-            for line in rgb.chunks(stride).take(height as usize) {
-                stream.write_all(&line[..row])?;
-            }
-            stream.finish().map_err(io::Error::other)?;
-        }
-        writer.finish().map_err(io::Error::other)?;
+        encode_png(file, rgb, width, height, stride, png::Compression::Fast)?;
         fs::rename(&tmp, path)?;
         fs::metadata(path).map(|m| m.len())
     })();
@@ -317,6 +303,33 @@ fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32, stride: usize) ->
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Encodes RGB rows (`stride` bytes apart, `width * 3` of each used) as an
+/// 8-bit RGB PNG into `out`. The renderer uses `Compression::Fast` (see the
+/// encoder timings in bench/README.md); the benchmark compares levels.
+pub fn encode_png(
+    out: impl Write,
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    stride: usize,
+    compression: png::Compression,
+) -> io::Result<()> {
+    let mut encoder = png::Encoder::new(BufWriter::with_capacity(256 * 1024, out), width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(compression);
+    let mut writer = encoder.write_header().map_err(io::Error::other)?;
+    let row = width as usize * 3;
+    {
+        let mut stream = writer.stream_writer().map_err(io::Error::other)?;
+        for line in rgb.chunks(stride).take(height as usize) {
+            stream.write_all(&line[..row])?;
+        }
+        stream.finish().map_err(io::Error::other)?;
+    }
+    writer.finish().map_err(io::Error::other)
 }
 
 fn open_failure(e: PdfiumError, had_password: bool) -> Failure {
