@@ -306,8 +306,9 @@ fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32, stride: usize) ->
 }
 
 /// Encodes RGB rows (`stride` bytes apart, `width * 3` of each used) as an
-/// 8-bit RGB PNG into `out`. The renderer uses `Compression::Fast` (see the
-/// encoder timings in bench/README.md); the benchmark compares levels.
+/// 8-bit RGB PNG into `out`. The renderer uses `Compression::Fast` (the
+/// README's Performance section has `render_loop --encoders` timings of
+/// every level).
 pub fn encode_png(
     out: impl Write,
     rgb: &[u8],
