@@ -12,7 +12,7 @@ command -v hey >/dev/null || apt-get install -y hey >/dev/null
 cargo build --release --bin jobserver
 port=${PORT:-8222}
 out=$(mktemp -d)
-BIND_ADDR=127.0.0.1:$port OUT_DIR=$out RATE_LIMIT_PER_MINUTE=0 MESSAGE_WORKERS=1 \
+BIND_ADDR=127.0.0.1:$port OUTPUT_DIR=$out RATE_LIMIT_PER_MINUTE=0 MESSAGE_WORKERS=1 \
   MESSAGE_QUEUE_CAPACITY=100000 MAX_TRACKED_JOBS=100000000 RUST_LOG=warn \
   ./target/release/jobserver >/dev/null 2>&1 &
 pid=$!

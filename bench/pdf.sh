@@ -24,7 +24,7 @@
 # QUIET_WAIT (seconds each phase waits for an idle machine, 30), NICE (give
 # this benchmark's processes that niceness, e.g. -19 (root only), so that
 # other work on a shared machine skews the figures less; off by default).
-# Talks only to 127.0.0.1. Renders go to a temporary OUT_DIR, removed at exit.
+# Talks only to 127.0.0.1. Renders go to a temporary OUTPUT_DIR, removed at exit.
 set -euo pipefail
 
 # The whole script is one block, so bash parses it before running it:
@@ -121,7 +121,7 @@ start_server() {
         PDF_TIMEOUT_MS=600000 \
         RATE_LIMIT_PER_MINUTE=0 \
         DATA_DIR="$TMP/data" \
-        OUT_DIR="$TMP/out" \
+        OUTPUT_DIR="$TMP/out" \
         RUST_LOG=warn \
         "$SERVER_BIN" >"$TMP/server-$workers.log" 2>&1 &
     SERVER_PID=$!

@@ -10,7 +10,7 @@
 //! It builds nothing: it starts `target/release/jobserver` (or
 //! `$JOBSERVER_BIN`) once per scenario on 127.0.0.1 with rate limiting off,
 //! its own temporary `DATA_DIR` (a copy of the sample PDF: a symlink out of
-//! `DATA_DIR` is refused) and `OUT_DIR` (emptied after every run, removed at
+//! `DATA_DIR` is refused) and `OUTPUT_DIR` (emptied after every run, removed at
 //! the end), and `target/release/examples/render_loop` for the bare limit.
 //! Every request's status and latency (send to last byte of the body) is
 //! recorded, so percentiles are exact and the latency of `503`s is kept apart
@@ -325,7 +325,7 @@ impl Server {
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("RATE_LIMIT_PER_MINUTE", "0")
             .env("DATA_DIR", setup.data_dir())
-            .env("OUT_DIR", setup.out_dir())
+            .env("OUTPUT_DIR", setup.out_dir())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log_file)
@@ -397,7 +397,7 @@ impl Drop for Server {
     }
 }
 
-/// Removes every job folder under `OUT_DIR`, so the disk holds one run's
+/// Removes every job folder under `OUTPUT_DIR`, so the disk holds one run's
 /// renders at most.
 fn clear_out_dir(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
@@ -1248,7 +1248,7 @@ fn report(
          machine the figures are a lower bound of what the server does with the cores to itself. \
          The server is the release build, started once per scenario on 127.0.0.1 with \
          `RATE_LIMIT_PER_MINUTE=0`, `RUST_LOG=warn`, and its own temporary `DATA_DIR` \
-         (a copy of the sample) and `OUT_DIR` (emptied after every run). \
+         (a copy of the sample) and `OUTPUT_DIR` (emptied after every run). \
          Latency is measured by the client, from just before a request is sent to the last byte \
          of its answer; percentiles are exact (nearest rank over every request of the run). \
          Throughput counts 200 answers over the run's wall time, from the first send to the last \
@@ -1490,7 +1490,7 @@ async fn run() -> Result<(), String> {
         }
     }
     fs::create_dir_all(setup.data_dir()).map_err(|e| format!("cannot make DATA_DIR: {e}"))?;
-    fs::create_dir_all(setup.out_dir()).map_err(|e| format!("cannot make OUT_DIR: {e}"))?;
+    fs::create_dir_all(setup.out_dir()).map_err(|e| format!("cannot make OUTPUT_DIR: {e}"))?;
     // A copy, not a symlink: the server refuses paths that lead out of DATA_DIR.
     fs::copy(&knobs.sample, setup.data_dir().join(SAMPLE_NAME))
         .map_err(|e| format!("cannot copy the sample {:?}: {e}", knobs.sample))?;

@@ -206,7 +206,7 @@ const SERVER_VARS: &[&str] = &[
     "MAX_UPLOAD_BYTES",
     "MAX_BODY_BYTES",
     "DATA_DIR",
-    "OUT_DIR",
+    "OUTPUT_DIR",
     "PDF_RENDERER_MAX_JOBS",
     "PDF_RENDERER_MAX_RSS_MB",
     "PDF_RENDERER_MEMORY_LIMIT_MB",
@@ -278,7 +278,7 @@ impl ServerSpec {
             ("MAX_UPLOAD_BYTES", MAX_UPLOAD_BYTES.to_string()),
             ("MAX_BODY_BYTES", "65536".into()),
             ("DATA_DIR", format!("{REPO}/data")),
-            ("OUT_DIR", out_dir.display().to_string()),
+            ("OUTPUT_DIR", out_dir.display().to_string()),
             ("RATE_LIMIT_PER_MINUTE", self.rate_per_minute.to_string()),
             ("RATE_LIMIT_BURST", self.rate_burst.to_string()),
             ("SHUTDOWN_GRACE_MS", GRACE_MS.to_string()),
@@ -2325,7 +2325,7 @@ struct DiskReport {
     problems: Vec<String>,
 }
 
-/// Checks one server's OUT_DIR against its answers: no partial file, no
+/// Checks one server's OUTPUT_DIR against its answers: no partial file, no
 /// spooled upload left, every page of every 200 present with its size and
 /// decoding to its reported dimensions, no folder of a failed job left.
 /// Reads and decodes every page of a 200 answer, checking size and
@@ -2419,12 +2419,12 @@ async fn verifier(
     }
 }
 
-/// The async jobs' database and folder in OUT_DIR.
+/// The async jobs' database and folder in OUTPUT_DIR.
 fn is_job_store(name: &str) -> bool {
     matches!(name, "jobs.db" | "jobs.db-wal" | "jobs.db-shm" | ".jobs")
 }
 
-/// `OUT_DIR/.jobs/inputs`: an upload is kept there while its async job
+/// `OUTPUT_DIR/.jobs/inputs`: an upload is kept there while its async job
 /// may still run (queued at a shutdown), never once it has ended.
 fn check_inputs(out_dir: &Path, log: &Log, target: usize, report: &mut DiskReport) {
     let dir = out_dir.join(".jobs").join("inputs");
@@ -2998,7 +2998,7 @@ fn disk_checks(
             .cloned(),
     );
     checks.check(
-        format!("server {}: OUT_DIR (no *.partial, pages decode)", server.name),
+        format!("server {}: OUTPUT_DIR (no *.partial, pages decode)", server.name),
         report.problems.is_empty(),
         if report.problems.is_empty() {
             format!(
@@ -3055,7 +3055,7 @@ async fn async_views(
     }
 }
 
-/// The accepted async jobs' rows in `OUT_DIR/jobs.db` after the server
+/// The accepted async jobs' rows in `OUTPUT_DIR/jobs.db` after the server
 /// exited, as views: `state`, `result`, `error`.
 fn async_rows(out_dir: &Path) -> Result<BTreeMap<String, Value>, String> {
     let path = out_dir.join("jobs.db");
@@ -3414,7 +3414,7 @@ async fn main_mode(args: &Args, root: &Path, out: &mut String) -> Result<Checks,
         format!("{injected} renderers SIGKILLed; {died} jobs answered 500 renderer died"),
     );
     eprintln!(
-        "stress: settled and judged in {:.1} s; checking OUT_DIRs",
+        "stress: settled and judged in {:.1} s; checking OUTPUT_DIRs",
         checking.elapsed().as_secs_f64()
     );
     let (disk_a, disk_b) = {
@@ -3435,7 +3435,7 @@ async fn main_mode(args: &Args, root: &Path, out: &mut String) -> Result<Checks,
         (ra.unwrap_or_default(), rb.unwrap_or_default())
     };
     eprintln!(
-        "stress: OUT_DIRs checked ({} pages) after {:.1} s",
+        "stress: OUTPUT_DIRs checked ({} pages) after {:.1} s",
         disk_a.pages_checked + disk_b.pages_checked,
         checking.elapsed().as_secs_f64()
     );
@@ -3853,7 +3853,7 @@ async fn main() {
         );
     } else {
         eprintln!(
-            "stress: server logs and OUT_DIRs kept in {}",
+            "stress: server logs and OUTPUT_DIRs kept in {}",
             root.display()
         );
         if !passed {

@@ -36,7 +36,7 @@ if curl -fs "$host/livez" >/dev/null 2>&1; then
   echo "something already answers on $host; stop it first"; exit 1
 fi
 start() {
-  env BIND_ADDR="127.0.0.1:$port" OUT_DIR="$work/out" RUST_LOG=warn "$@" "$bin" >"$work/server.log" 2>&1 &
+  env BIND_ADDR="127.0.0.1:$port" OUTPUT_DIR="$work/out" RUST_LOG=warn "$@" "$bin" >"$work/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 200); do
     curl -fs "$host/livez" >/dev/null 2>&1 && return 0

@@ -6,7 +6,7 @@
 #   bash scripts/hostile.sh            # build release if needed, run, write docs/hostile.md
 #   bash scripts/hostile.sh --no-docs  # run and print the table only
 #
-# The server runs on a free 127.0.0.1 port with a temporary OUT_DIR,
+# The server runs on a free 127.0.0.1 port with a temporary OUTPUT_DIR,
 # DATA_DIR=data/hostile and RATE_LIMIT_PER_MINUTE=0; every other setting is
 # its default (PDF_MAX_PAGES 1000, PDF_MAX_PIXELS 40e6, PDF_TIMEOUT_MS 60000,
 # PDF_RENDERER_MEMORY_LIMIT_MB 4096, PDF_WORKERS = cores) unless set in the
@@ -48,7 +48,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 base="http://127.0.0.1:$port"
 max_pixels=${PDF_MAX_PIXELS:-40000000}
 
-BIND_ADDR="127.0.0.1:$port" DATA_DIR=data/hostile OUT_DIR="$tmp/out" RATE_LIMIT_PER_MINUTE=0 \
+BIND_ADDR="127.0.0.1:$port" DATA_DIR=data/hostile OUTPUT_DIR="$tmp/out" RATE_LIMIT_PER_MINUTE=0 \
   RUST_LOG="${RUST_LOG:-warn}" target/release/jobserver >"$tmp/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 300); do

@@ -12,13 +12,17 @@
 //! `<TYPE>_ASYNC_TIMEOUT_MS`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
 /// Address the HTTP server listens on.
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8000";
+/// Folder whose files `{"path": ...}` requests may name.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Folder renders, the job database and kept uploads are written to.
+pub const DEFAULT_OUTPUT_DIR: &str = "out";
 /// Message workers: one thread is plenty for a demonstration job type.
 pub const DEFAULT_MESSAGE_WORKERS: usize = 1;
 /// Jobs that may wait for a message worker before new ones get 503.
@@ -65,6 +69,45 @@ pub const DEFAULT_PDF_RENDERER_MAX_RSS_MB: u64 = 512;
 /// Address-space cap of a renderer process (`RLIMIT_AS`); a render that
 /// needs more fails that one job instead of exhausting the machine.
 pub const DEFAULT_PDF_RENDERER_MEMORY_LIMIT_MB: u64 = 4096;
+
+/// Every environment variable the server reads (`RUST_LOG` and
+/// `LOG_FORMAT` by the telemetry, the rest here), for tools that start a
+/// server and must keep the caller's environment out of it. `OUT_DIR` is
+/// the old name of `OUTPUT_DIR`.
+pub const ALL_VARS: &[&str] = &[
+    "BIND_ADDR",
+    "DATA_DIR",
+    "OUTPUT_DIR",
+    "OUT_DIR",
+    "MESSAGE_WORKERS",
+    "MESSAGE_QUEUE_CAPACITY",
+    "MESSAGE_TIMEOUT_MS",
+    "MESSAGE_QUEUE_TIMEOUT_MS",
+    "MESSAGE_ASYNC_TIMEOUT_MS",
+    "PDF_WORKERS",
+    "PDF_QUEUE_CAPACITY",
+    "PDF_TIMEOUT_MS",
+    "PDF_QUEUE_TIMEOUT_MS",
+    "PDF_ASYNC_TIMEOUT_MS",
+    "PDF_DEFAULT_DPI",
+    "PDF_MAX_DPI",
+    "PDF_MAX_PAGES",
+    "PDF_MAX_PIXELS",
+    "MAX_UPLOAD_BYTES",
+    "PDFIUM_LIB_PATH",
+    "PDF_RENDERER_MAX_JOBS",
+    "PDF_RENDERER_MAX_RSS_MB",
+    "PDF_RENDERER_MEMORY_LIMIT_MB",
+    "PDF_FAN_OUT",
+    "RATE_LIMIT_PER_MINUTE",
+    "RATE_LIMIT_BURST",
+    "SHUTDOWN_GRACE_MS",
+    "MAX_BODY_BYTES",
+    "RESULT_TTL_SECS",
+    "MAX_TRACKED_JOBS",
+    "RUST_LOG",
+    "LOG_FORMAT",
+];
 
 /// One worker type's pool and queue settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -141,10 +184,6 @@ pub struct PdfConfig {
     pub max_pages: u32,
     pub max_pixels: u64,
     pub max_upload_bytes: usize,
-    /// Folder whose files `{"path": ...}` requests may name.
-    pub data_dir: PathBuf,
-    /// Folder renders are written to, one sub-folder per job.
-    pub out_dir: PathBuf,
     /// `libpdfium.so`, or a folder holding it. `None`: the copy fetched at build.
     pub pdfium_lib_path: Option<PathBuf>,
     /// Program run as the renderer (`<exe> --renderer`). `None`: this binary.
@@ -190,8 +229,6 @@ impl Default for PdfConfig {
             max_pages: DEFAULT_PDF_MAX_PAGES,
             max_pixels: DEFAULT_PDF_MAX_PIXELS,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
-            data_dir: PathBuf::from("data"),
-            out_dir: PathBuf::from("out"),
             pdfium_lib_path: None,
             renderer_exe: None,
             renderer_max_jobs: DEFAULT_PDF_RENDERER_MAX_JOBS,
@@ -206,6 +243,11 @@ impl Default for PdfConfig {
 #[derive(Clone, Debug, Serialize)]
 pub struct Config {
     pub bind_addr: SocketAddr,
+    /// Folder whose files `{"path": ...}` requests may name.
+    pub data_dir: PathBuf,
+    /// Folder renders are written to, one sub-folder per job; also holds
+    /// the job database and `.jobs/`.
+    pub output_dir: PathBuf,
     pub message: PoolConfig,
     pub pdf: PdfConfig,
     pub rate_limit: RateLimitConfig,
@@ -220,6 +262,8 @@ impl Default for Config {
             bind_addr: DEFAULT_BIND_ADDR
                 .parse()
                 .expect("DEFAULT_BIND_ADDR is a valid socket address"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            output_dir: PathBuf::from(DEFAULT_OUTPUT_DIR),
             message: PoolConfig::new(
                 DEFAULT_MESSAGE_WORKERS,
                 DEFAULT_MESSAGE_QUEUE_CAPACITY,
@@ -269,6 +313,8 @@ impl Config {
         let env = Env(&lookup);
         let mut config = Config::default();
         env.parse("BIND_ADDR", &mut config.bind_addr)?;
+        env.parse("DATA_DIR", &mut config.data_dir)?;
+        config.output_dir = output_dir(&lookup);
         env.pool("MESSAGE", &mut config.message)?;
         let pdf = &mut config.pdf;
         let default_workers = pdf.pool.workers;
@@ -281,8 +327,6 @@ impl Config {
         env.parse("PDF_MAX_PAGES", &mut pdf.max_pages)?;
         env.parse("PDF_MAX_PIXELS", &mut pdf.max_pixels)?;
         env.parse("MAX_UPLOAD_BYTES", &mut pdf.max_upload_bytes)?;
-        env.parse("DATA_DIR", &mut pdf.data_dir)?;
-        env.parse("OUT_DIR", &mut pdf.out_dir)?;
         if let Some(path) = (lookup)("PDFIUM_LIB_PATH").filter(|p| !p.is_empty()) {
             pdf.pdfium_lib_path = Some(PathBuf::from(path));
         }
@@ -353,6 +397,43 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `OUTPUT_DIR`, else the old name `OUT_DIR` (with a warning), else the
+/// default. cargo sets `OUT_DIR` for every `cargo run` of a package with a
+/// build script, pointing into its target folder
+/// (`target/<profile>/build/<package>-<hash>/out`): that value is the
+/// build's, not the user's, and is ignored.
+fn output_dir(lookup: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(dir) = lookup("OUTPUT_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    match lookup("OUT_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) if is_cargo_build_out_dir(Path::new(&dir)) => {
+            tracing::debug!(OUT_DIR = %dir, "ignoring cargo's OUT_DIR (a build-script folder)");
+            PathBuf::from(DEFAULT_OUTPUT_DIR)
+        }
+        Some(dir) => {
+            tracing::warn!(OUT_DIR = %dir, "OUT_DIR is deprecated: set OUTPUT_DIR instead");
+            PathBuf::from(dir)
+        }
+        None => PathBuf::from(DEFAULT_OUTPUT_DIR),
+    }
+}
+
+/// True for cargo's build-script output folder: `.../build/<name>-<hash>/out`.
+fn is_cargo_build_out_dir(dir: &Path) -> bool {
+    let mut up = dir
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_string_lossy());
+    let (Some(out), Some(unit), Some(build)) = (up.next(), up.next(), up.next()) else {
+        return false;
+    };
+    let hashed = unit
+        .rsplit_once('-')
+        .is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    out == "out" && build == "build" && hashed
 }
 
 fn validate_pool(prefix: &str, pool: &PoolConfig) -> Result<(), ConfigError> {
@@ -539,6 +620,51 @@ mod tests {
             "MAX_TRACKED_JOBS",
         ] {
             assert_eq!(from(&[(var, "0")]).unwrap_err().var, var);
+        }
+    }
+
+    #[test]
+    fn the_output_folder_is_output_dir_and_cargos_out_dir_is_ignored() {
+        assert_eq!(from(&[]).unwrap().output_dir, PathBuf::from("out"));
+        let c = from(&[("OUTPUT_DIR", "/srv/renders"), ("OUT_DIR", "/old")]).unwrap();
+        assert_eq!(c.output_dir, PathBuf::from("/srv/renders"));
+        let c = from(&[("OUT_DIR", "/old")]).unwrap();
+        assert_eq!(
+            c.output_dir,
+            PathBuf::from("/old"),
+            "the old name still works"
+        );
+        let cargo = "/src/app/target/release/build/jobserver-0123456789abcdef/out";
+        let c = from(&[("OUT_DIR", cargo)]).unwrap();
+        assert_eq!(
+            c.output_dir,
+            PathBuf::from("out"),
+            "cargo's OUT_DIR is not ours"
+        );
+    }
+
+    #[test]
+    fn every_variable_is_read_from_the_environment_and_documented_in_the_readme() {
+        let readme = include_str!("../README.md");
+        for var in ALL_VARS {
+            assert!(
+                readme.contains(&format!("`{var}`")),
+                "{var} is not documented in README.md"
+            );
+        }
+        // Each variable the config reads is in the list: a lookup that
+        // records the names it was asked for.
+        let asked = std::cell::RefCell::new(Vec::new());
+        Config::from_lookup(|name| {
+            asked.borrow_mut().push(name.to_string());
+            None
+        })
+        .unwrap();
+        for name in asked.into_inner() {
+            assert!(
+                ALL_VARS.contains(&name.as_str()),
+                "{name} is missing from ALL_VARS"
+            );
         }
     }
 

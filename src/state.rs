@@ -33,11 +33,11 @@ impl AppState {
     /// Opens the job database and starts every worker pool. A job
     /// database that cannot be used is an error naming it.
     pub fn start(config: Config) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&config.pdf.out_dir)?;
-        let jobs = AsyncJobs::open(config.jobs.clone(), &config.pdf.out_dir)
+        std::fs::create_dir_all(&config.output_dir)?;
+        let jobs = AsyncJobs::open(config.jobs.clone(), &config.output_dir)
             .map_err(std::io::Error::other)?;
         let message = JobQueue::start("message", config.message.clone(), |_| MessageWorker)?;
-        std::fs::create_dir_all(&config.pdf.out_dir)?;
+        std::fs::create_dir_all(&config.output_dir)?;
         let exe = match &config.pdf.renderer_exe {
             Some(exe) => exe.clone(),
             None => std::env::current_exe()?,
@@ -49,7 +49,7 @@ impl AppState {
                 memory_limit_bytes: config.pdf.renderer_memory_limit_mb * 1024 * 1024,
                 max_payload_bytes: config.pdf.max_upload_bytes as u64,
             },
-            out_dir: config.pdf.out_dir.clone(),
+            out_dir: config.output_dir.clone(),
             max_pages: config.pdf.max_pages,
             max_pixels: config.pdf.max_pixels,
             renderer_max_jobs: config.pdf.renderer_max_jobs,

@@ -1,12 +1,12 @@
 //! Which instance is the primary, and which instances are alive, among
-//! servers sharing one `OUT_DIR` on one host.
+//! servers sharing one `OUTPUT_DIR` on one host.
 //!
 //! Both answers come from `flock(2)` locks, because the kernel releases a
 //! flock the moment the process holding it dies, however it dies (SIGKILL,
 //! OOM killer, panic): no heartbeats, no stale leases, no clock.
 //!
 //! * [`Election`]: every instance waits for an exclusive lock on one file
-//!   (e.g. `OUT_DIR/primary.lock`) on a thread of its own; the one holding
+//!   (e.g. `OUTPUT_DIR/primary.lock`) on a thread of its own; the one holding
 //!   it is the primary and runs the once-per-folder work (the cleanup of
 //!   expired jobs). When the primary dies, the kernel hands the lock to one
 //!   of the waiters at once.

@@ -12,18 +12,18 @@
 //! [`AsyncJobs`] owns every async job this instance runs: a [`Tracked`] per
 //! job in memory (state, progress, the event log that `GET
 //! /jobs/{id}/events` streams) and a row per job in the SQLite
-//! [`store`] under `OUT_DIR`, so a crashed server's queued and running jobs
+//! [`store`] under `OUTPUT_DIR`, so a crashed server's queued and running jobs
 //! are run again on restart and finished ones are served until their TTL.
 //! Sync jobs are never recorded: their caller left with the connection.
 //!
-//! Several instances may share `OUT_DIR` (and so the database): each holds
+//! Several instances may share `OUTPUT_DIR` (and so the database): each holds
 //! an [`election::InstanceLock`] while alive, and jobs whose owner died are
 //! claimed by the next instance to look (at start, then the primary every
 //! sweep). Removing expired results is a singleton, run by the instance
 //! that holds the [`election::Election`] lock.
 //!
 //! What a job needs to run again is recorded with it: its parameters as
-//! JSON, and an uploaded PDF as a file under `OUT_DIR/.jobs/inputs/`,
+//! JSON, and an uploaded PDF as a file under `OUTPUT_DIR/.jobs/inputs/`,
 //! removed when the job ends.
 
 pub mod election;
@@ -415,7 +415,7 @@ pub struct AsyncJobs {
 /// database alone answers for it.
 pub const FINISHED_IN_MEMORY: Duration = Duration::from_secs(10);
 
-/// `OUT_DIR/.jobs`: locks and kept inputs.
+/// `OUTPUT_DIR/.jobs`: locks and kept inputs.
 fn jobs_dir(out_dir: &Path) -> PathBuf {
     out_dir.join(".jobs")
 }

@@ -8,7 +8,7 @@
 //! status page, restart ──get(), unfinished(), … on a separate read connection (WAL)
 //! ```
 //!
-//! One file (e.g. `OUT_DIR/jobs.db`) in WAL mode, shared by every instance
+//! One file (e.g. `OUTPUT_DIR/jobs.db`) in WAL mode, shared by every instance
 //! that uses the same folder. All writes of this process go through one
 //! dedicated OS thread that owns the write connection: it takes whatever has
 //! queued up while it was committing the previous batch and commits it in a

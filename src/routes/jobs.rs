@@ -468,7 +468,7 @@ pub async fn archive(
         .filter_map(|p| p.get("page").and_then(Value::as_u64))
         .map(|p| p as u32)
         .collect();
-    let dir = state.config.pdf.out_dir.join(id.to_string());
+    let dir = state.config.output_dir.join(id.to_string());
     let files: Vec<(String, PathBuf)> = pages
         .iter()
         .map(|&p| (page_file_name(p), dir.join(page_file_name(p))))
@@ -514,7 +514,7 @@ fn write_zip(out: impl std::io::Write, files: &[(String, PathBuf)]) -> zip::resu
 }
 
 /// Runs again the async jobs whose instance died (this one before a
-/// crash, or another sharing `OUT_DIR`): claimed in the store, rebuilt from
+/// crash, or another sharing `OUTPUT_DIR`): claimed in the store, rebuilt from
 /// their recorded request, admitted under what is left of their deadline.
 pub async fn resume_orphans(state: &AppState) {
     // Database and lock-file work: off the async threads.

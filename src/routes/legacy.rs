@@ -103,7 +103,7 @@ pub async fn multi_thread(
             } else {
                 request.data.as_str()
             };
-            let path = super::pdf::resolve_data_path(&state.config.pdf.data_dir, name)?;
+            let path = super::pdf::resolve_data_path(&state.config.data_dir, name)?;
             if mode.is_async {
                 let input = PdfInput::File(path);
                 return super::jobs::submit_pdf(&state, input, Default::default(), &mode).await;

@@ -88,7 +88,7 @@ pub struct PdfResponse {
     pub total_ms: f64,
 }
 
-/// Renders a PDF's pages to PNG files under `OUT_DIR/<job_id>/`.
+/// Renders a PDF's pages to PNG files under `OUTPUT_DIR/<job_id>/`.
 #[utoipa::path(post, path = "/jobs/pdf", tag = "jobs",
     params(PdfOptions),
     request_body(description = "The PDF: raw, as multipart field `file` (with optional option fields), or JSON naming a file in DATA_DIR",
@@ -198,7 +198,7 @@ async fn read_input(
         }
         "application/json" => {
             let ApiJson(body) = ApiJson::<PdfJsonBody>::from_request(request, state).await?;
-            let path = resolve_data_path(&state.config.pdf.data_dir, &body.path)?;
+            let path = resolve_data_path(&state.config.data_dir, &body.path)?;
             Ok((PdfInput::File(path), body.options))
         }
         _ => Err(ApiError::UnsupportedMediaType(format!(
@@ -353,8 +353,7 @@ pub async fn page(
         .ok_or_else(|| ApiError::BadRequest(format!("{page:?} is not a page number")))?;
     let path = state
         .config
-        .pdf
-        .out_dir
+        .output_dir
         .join(job_id.to_string())
         .join(page_file_name(page));
     match tokio::fs::read(&path).await {

@@ -1,5 +1,5 @@
 //! The `pdf` worker type: renders PDF pages to PNG files under
-//! `OUT_DIR/<job_id>/`.
+//! `OUTPUT_DIR/<job_id>/`.
 //!
 //! Each worker thread owns one renderer process ([`crate::render::process`])
 //! for its whole life, replacing it when it dies, is killed for a deadline,
@@ -660,7 +660,7 @@ impl PdfWorker {
     }
 }
 
-/// An upload written to `OUT_DIR/.spool/<job_id>.pdf` for the renderers of
+/// An upload written to `OUTPUT_DIR/.spool/<job_id>.pdf` for the renderers of
 /// a fanned-out job; removed when dropped.
 struct Spool(PathBuf);
 

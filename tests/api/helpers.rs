@@ -26,11 +26,10 @@ impl Drop for TestApp {
         if self
             .state
             .config
-            .pdf
-            .out_dir
+            .output_dir
             .starts_with(std::env::temp_dir())
         {
-            let _ = std::fs::remove_dir_all(&self.state.config.pdf.out_dir);
+            let _ = std::fs::remove_dir_all(&self.state.config.output_dir);
         }
     }
 }
@@ -53,13 +52,13 @@ pub fn temp_dir(label: &str) -> PathBuf {
 pub fn test_config() -> Config {
     let pdf = PdfConfig {
         pool: PoolConfig::new(1, 4, Duration::from_secs(30)),
-        data_dir: data_dir(),
-        out_dir: temp_dir("out"),
         renderer_exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_jobserver"))),
         ..PdfConfig::default()
     };
     Config {
         bind_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir(),
+        output_dir: temp_dir("out"),
         message: PoolConfig::new(1, 4, Duration::from_secs(10)),
         pdf,
         rate_limit: RateLimitConfig {

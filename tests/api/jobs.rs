@@ -334,7 +334,7 @@ async fn a_page_is_served_as_soon_as_it_is_rendered_while_the_job_still_runs() {
     let mut first = Vec::new();
     std::io::Read::read_to_end(&mut zip.by_name("page-001.png").unwrap(), &mut first).unwrap();
     let on_disk =
-        std::fs::read(app.state.config.pdf.out_dir.join(&id).join("page-001.png")).unwrap();
+        std::fs::read(app.state.config.output_dir.join(&id).join("page-001.png")).unwrap();
     assert_eq!(first, on_disk, "the zip holds the rendered pages");
 }
 
@@ -367,7 +367,7 @@ async fn cancelling_a_running_job_stops_its_render_and_frees_the_worker_within_1
         v["done"].as_u64() >= Some(1)
     })
     .await;
-    let out = app.state.config.pdf.out_dir.join(&id);
+    let out = app.state.config.output_dir.join(&id);
     let sent = Instant::now();
     let response = app
         .client
@@ -478,7 +478,7 @@ async fn results_are_removed_after_their_ttl_and_then_404() {
     let mut config = test_config();
     config.jobs.result_ttl = Duration::from_millis(1000);
     let app = spawn_app(config).await;
-    let out = app.state.config.pdf.out_dir.clone();
+    let out = app.state.config.output_dir.clone();
     let async_id = accepted_id(submit_pdf(&app, "?dpi=36&mode=async", "sample.pdf").await).await;
     until_job(&app, &async_id, "done", state_is("done")).await;
     let sync: Value = submit_pdf(&app, "?dpi=36", "sample.pdf")
@@ -555,7 +555,7 @@ async fn concurrent_async_submits_never_pass_max_tracked_jobs_together() {
 #[tokio::test]
 async fn a_corrupt_job_database_stops_the_start_with_a_message_naming_it() {
     let config = test_config();
-    let db = config.pdf.out_dir.join("jobs.db");
+    let db = config.output_dir.join("jobs.db");
     std::fs::write(&db, vec![0x5a; 8192]).unwrap();
     let err = match jobserver::startup::Application::build(config).await {
         Ok(_) => panic!("the server started on a corrupt database"),
@@ -564,10 +564,10 @@ async fn a_corrupt_job_database_stops_the_start_with_a_message_naming_it() {
     assert!(err.contains(&db.display().to_string()), "{err}");
 }
 
-/// Two instances sharing one `OUT_DIR`, as two processes would.
+/// Two instances sharing one `OUTPUT_DIR`, as two processes would.
 fn shared(out: &Path) -> Config {
     let mut config = test_config();
-    config.pdf.out_dir = out.to_path_buf();
+    config.output_dir = out.to_path_buf();
     config.jobs.result_ttl = Duration::from_millis(400);
     config
 }
@@ -642,7 +642,7 @@ fn async_jobs_run_again_after_the_server_is_killed() {
     let start = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_jobserver"))
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-            .env("OUT_DIR", &out)
+            .env("OUTPUT_DIR", &out)
             .env("DATA_DIR", data_dir())
             .env("PDF_WORKERS", "1")
             .env("RATE_LIMIT_PER_MINUTE", "0")

@@ -127,7 +127,7 @@ async fn the_dpi_scales_the_pixels_rounding_up() {
 #[tokio::test]
 async fn a_page_range_renders_only_those_pages() {
     let config = test_config();
-    let out = config.pdf.out_dir.clone();
+    let out = config.output_dir.clone();
     let app = spawn_app(config).await;
     let response = upload(&app, "?dpi=36&pages=2-3,40,3", fixture("many-pages.pdf")).await;
     assert_eq!(response.status(), 200);
@@ -216,7 +216,7 @@ async fn unreadable_pdfs_get_422_with_pdfiums_reason_and_the_worker_carries_on()
 async fn pages_past_the_limits_are_refused_before_rendering_with_422() {
     let mut config = test_config();
     config.pdf.max_pages = 5;
-    let out = config.pdf.out_dir.clone();
+    let out = config.output_dir.clone();
     let app = spawn_app(config).await;
 
     let huge = app
@@ -284,7 +284,7 @@ async fn paths_that_leave_the_data_folder_are_refused_with_400() {
     std::fs::copy(data_dir().join("text.pdf"), outside.join("secret.pdf")).unwrap();
     std::os::unix::fs::symlink(outside.join("secret.pdf"), data.join("link.pdf")).unwrap();
     let mut config = test_config();
-    config.pdf.data_dir = data;
+    config.data_dir = data;
     let app = spawn_app(config).await;
 
     for path in ["../outside/secret.pdf", "/etc/passwd", "link.pdf", ""] {
@@ -304,7 +304,7 @@ async fn paths_that_leave_the_data_folder_are_refused_with_400() {
 #[tokio::test]
 async fn a_killed_renderer_fails_that_job_only_and_the_next_job_succeeds() {
     let config = test_config();
-    let out = config.pdf.out_dir.clone();
+    let out = config.output_dir.clone();
     let app = spawn_app(config).await;
     wait_until("a renderer runs", || {
         app.state.engine.renderer_pids().len() == 1
@@ -386,7 +386,7 @@ async fn a_renderer_killed_while_idle_is_reaped_and_replaced_before_any_job_need
 #[tokio::test]
 async fn a_deadline_mid_render_answers_504_and_the_next_job_starts_within_100_ms() {
     let config = test_config();
-    let out = config.pdf.out_dir.clone();
+    let out = config.output_dir.clone();
     let app = spawn_app(config).await;
     let slow = spawn_upload(&app, "?dpi=600&timeout_ms=400", "many-pages.pdf");
     wait_until("the slow job runs", || app.state.pdf.busy() == 1).await;
@@ -491,7 +491,7 @@ fn two_workers() -> jobserver::config::Config {
 #[tokio::test]
 async fn a_lone_job_spreads_its_pages_over_idle_renderers_and_keeps_their_order() {
     let config = two_workers();
-    let out = config.pdf.out_dir.clone();
+    let out = config.output_dir.clone();
     let app = spawn_app(config).await;
     wait_until("both renderers run", || {
         app.state.engine.renderer_pids().len() == 2
@@ -558,7 +558,7 @@ async fn a_new_job_takes_its_renderer_back_from_a_fanned_out_one() {
 #[tokio::test]
 async fn a_deadline_during_fan_out_stops_every_renderer_and_both_workers_carry_on() {
     let config = two_workers();
-    let out = config.pdf.out_dir.clone();
+    let out = config.output_dir.clone();
     let app = spawn_app(config).await;
     wait_until("both renderers run", || {
         app.state.engine.renderer_pids().len() == 2
