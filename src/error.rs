@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use crate::metrics::{RejectReason, Rejected};
+pub use crate::queue::JobError;
+use crate::queue::QueueError;
 
 /// The JSON body of every error response.
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -25,35 +27,6 @@ pub struct ErrorBody {
     /// The job, when the error happened after admission.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<Uuid>,
-}
-
-/// A failure of a job that was admitted to a queue.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JobError {
-    /// Still waiting for a worker when its queue budget ran out; never started.
-    #[error("job waited {waited_ms} ms in the queue without starting")]
-    QueueTimeout { waited_ms: u64 },
-    /// Passed its total deadline; the work was cancelled.
-    #[error("job did not finish within its {budget_ms} ms deadline and was cancelled")]
-    Timeout { budget_ms: u64 },
-    /// The input was readable but cannot be processed (422).
-    #[error("{0}")]
-    Invalid(String),
-    /// The job ran and failed for a reason that is not the caller's fault.
-    #[error("{0}")]
-    Failed(String),
-    /// The job's code panicked; the worker thread survived.
-    #[error("job panicked: {0}")]
-    Panicked(String),
-    /// The server is draining: the job was not started.
-    #[error("server is shutting down; the job was not run")]
-    ShuttingDown,
-    /// The worker type cannot run jobs right now (e.g. its engine is missing).
-    #[error("{0}")]
-    Unavailable(String),
-    /// Cancelled before it finished, by its caller or by shutdown.
-    #[error("job was cancelled")]
-    Cancelled,
 }
 
 /// Every error an HTTP request can end in.
@@ -178,6 +151,24 @@ impl ApiError {
         match self {
             ApiError::Job { job_id, .. } => Some(*job_id),
             _ => None,
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
+        match err {
+            QueueError::Full {
+                queue,
+                capacity,
+                retry_after,
+            } => ApiError::QueueFull {
+                queue,
+                capacity,
+                retry_after,
+            },
+            QueueError::ShuttingDown => ApiError::ShuttingDown,
+            QueueError::Job { job_id, source } => ApiError::Job { job_id, source },
         }
     }
 }

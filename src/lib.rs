@@ -23,6 +23,7 @@
 //!   the environment, the handles handlers share, start and graceful
 //!   shutdown, and logging.
 
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;

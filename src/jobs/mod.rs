@@ -44,7 +44,9 @@ use uuid::Uuid;
 
 use crate::config::JobsConfig;
 use crate::error::{ApiError, ErrorBody, JobError};
-use crate::queue::{Completed, JobHandle, JobObserver, JobQueue, SubmitOptions, Worker};
+use crate::queue::{
+    Completed, JobHandle, JobObserver, JobQueue, QueueError, SubmitOptions, Worker,
+};
 use election::{Election, InstanceLock};
 pub use store::{JobRecord, JobState, Store, StoreError};
 
@@ -614,7 +616,7 @@ impl AsyncJobs {
             Err(e) => {
                 self.tracked.fetch_sub(1, Ordering::AcqRel);
                 remove_input();
-                return Err(e);
+                return Err(e.into());
             }
         };
         *lock(&tracked.control) = Some(Box::new(pending.handle()));
@@ -682,13 +684,13 @@ impl AsyncJobs {
 
     /// Records how a job ended. A job stopped by shutdown (not by DELETE)
     /// is left `queued` in the store, input kept, to run after restart.
-    fn finish(&self, tracked: &Tracked, reply: Result<Value, ApiError>, input: Option<&Path>) {
+    fn finish(&self, tracked: &Tracked, reply: Result<Value, QueueError>, input: Option<&Path>) {
         let cancel_requested = lock(&tracked.live).cancel_requested;
         let (state, result, error) = match reply {
             Ok(result) => (JobState::Done, Some(result), None),
             Err(err) => {
                 let state = match &err {
-                    ApiError::Job { source, .. } => match source {
+                    QueueError::Job { source, .. } => match source {
                         JobError::Cancelled if cancel_requested => Some(JobState::Cancelled),
                         JobError::QueueTimeout { .. } | JobError::Timeout { .. } => {
                             Some(JobState::Expired)
@@ -696,14 +698,14 @@ impl AsyncJobs {
                         JobError::Cancelled | JobError::ShuttingDown => None,
                         _ => Some(JobState::Failed),
                     },
-                    ApiError::ShuttingDown => None,
-                    _ => Some(JobState::Failed),
+                    QueueError::ShuttingDown => None,
+                    QueueError::Full { .. } => Some(JobState::Failed),
                 };
                 let Some(state) = state else {
                     tracing::info!(job_id = %tracked.id, "async job stopped by shutdown; it runs again at the next start");
                     return;
                 };
-                (state, None, Some(error_value(&err)))
+                (state, None, Some(error_value(&ApiError::from(err))))
             }
         };
         if !tracked.finish(state, result.clone(), error.clone()) {
@@ -728,6 +730,10 @@ impl AsyncJobs {
         );
         let input = self.input_path(record.id);
         lock(&self.live).insert(record.id, Arc::clone(&tracked));
+        let err = match err {
+            ApiError::Job { job_id, source } => QueueError::Job { job_id, source },
+            other => QueueError::job(record.id, JobError::Failed(other.to_string())),
+        };
         self.finish(&tracked, Err(err), Some(&input));
     }
 
@@ -804,7 +810,7 @@ impl AsyncJobs {
             let Some(next) = job.take() else { return };
             match queue.submit_or_return(next, options.clone()) {
                 Ok(pending) => break pending,
-                Err((back, ApiError::QueueFull { retry_after, .. })) => {
+                Err((back, QueueError::Full { retry_after, .. })) => {
                     job = Some(back);
                     tokio::time::sleep(Duration::from_secs(retry_after.min(5))).await;
                 }

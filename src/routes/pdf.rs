@@ -138,7 +138,7 @@ pub async fn run(
             "PDF rendering is unavailable: {reason}"
         )));
     }
-    state.pdf.run(job, options).await
+    Ok(state.pdf.run(job, options).await?)
 }
 
 pub(crate) fn response(done: Completed<PdfOutput>, dpi: u32) -> PdfResponse {
