@@ -1,21 +1,27 @@
 //! Measurements: lock-free histograms and counters that the request path
-//! and the worker threads update, and the Prometheus text rendering of them
-//! for `GET /metrics`.
+//! and the worker threads update, and their Prometheus exposition for
+//! `GET /metrics`.
 //!
 //! Everything is collected at scrape time from the same atomics that
 //! `/status` reads, so the two can never disagree and the hot path pays one
-//! atomic add per observation. HTTP metrics are recorded by a middleware
-//! ([`track_http`]) keyed by matched route and status.
+//! atomic add per observation. [`Exposition`] turns those readings into
+//! metric families of the `prometheus` crate, whose text encoder writes the
+//! classic exposition format (0.0.4) with escaped labels and help texts.
+//! (`prometheus-client` writes only OpenMetrics, whose counter families
+//! lose their `_total` name in the classic parser that `promtool check
+//! metrics` and older scrapers use: they come out untyped and without
+//! help.) HTTP metrics are recorded by a middleware ([`track_http`]) keyed
+//! by matched route and status.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use parking_lot::{Mutex, RwLock};
+use prometheus::proto::{self, MetricFamily, MetricType};
 
 /// Upper bounds (seconds) of latency buckets: 100 µs to 5 min.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -54,24 +60,138 @@ impl Histogram {
         );
     }
 
-    /// Writes the `_bucket`, `_sum` and `_count` lines of one series.
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let le = LATENCY_BUCKETS
-                .get(i)
-                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
+
+    /// The histogram as a Prometheus sample: cumulative buckets, sum, count.
+    fn sample(&self) -> proto::Histogram {
+        let mut cumulative = 0;
+        let buckets = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&bound, n)| {
+                cumulative += n.load(Ordering::Relaxed);
+                let mut bucket = proto::Bucket::default();
+                bucket.set_upper_bound(bound);
+                bucket.set_cumulative_count(cumulative);
+                bucket
+            })
+            .collect();
+        let mut h = proto::Histogram::default();
+        h.set_bucket(buckets);
+        h.set_sample_count(
+            cumulative + self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed),
+        );
+        h.set_sample_sum(self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        h
+    }
+}
+
+/// Label pairs of one series.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// The metric families of one scrape, filled from the server's atomics.
+#[derive(Default)]
+pub struct Exposition {
+    families: Vec<MetricFamily>,
+}
+
+fn metric(labels: Labels) -> proto::Metric {
+    proto::Metric::from_label(
+        labels
+            .into_iter()
+            .map(|(name, value)| {
+                let mut pair = proto::LabelPair::default();
+                pair.set_name(name.to_string());
+                pair.set_value(value);
+                pair
+            })
+            .collect(),
+    )
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, help: &str, kind: MetricType, metrics: Vec<proto::Metric>) {
+        let mut family = MetricFamily::default();
+        family.set_name(name.to_string());
+        family.set_help(help.to_string());
+        family.set_field_type(kind);
+        family.set_metric(metrics);
+        self.families.push(family);
+    }
+
+    pub fn gauge(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels, f64)>,
+    ) {
+        let metrics = samples
+            .into_iter()
+            .map(|(labels, value)| {
+                let mut m = metric(labels);
+                let mut g = proto::Gauge::default();
+                g.set_value(value);
+                m.set_gauge(g);
+                m
+            })
+            .collect();
+        self.family(name, help, MetricType::GAUGE, metrics);
+    }
+
+    pub fn counter(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels, f64)>,
+    ) {
+        let metrics = samples
+            .into_iter()
+            .map(|(labels, value)| {
+                let mut m = metric(labels);
+                let mut c = proto::Counter::default();
+                c.set_value(value);
+                m.set_counter(c);
+                m
+            })
+            .collect();
+        self.family(name, help, MetricType::COUNTER, metrics);
+    }
+
+    pub fn histogram<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: impl IntoIterator<Item = (Labels, &'a Histogram)>,
+    ) {
+        let metrics = series
+            .into_iter()
+            .map(|(labels, h)| {
+                let mut m = metric(labels);
+                m.set_histogram(h.sample());
+                m
+            })
+            .collect();
+        self.family(name, help, MetricType::HISTOGRAM, metrics);
+    }
+
+    /// The text exposition. Families without series are left out (the
+    /// format has no way to say "none yet").
+    pub fn render(mut self) -> String {
+        self.families.retain(|f| !f.get_metric().is_empty());
+        let mut out = String::with_capacity(16 * 1024);
+        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&self.families, &mut out) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}
+
+/// One label.
+pub fn label(name: &'static str, value: impl ToString) -> Labels {
+    vec![(name, value.to_string())]
 }
 
 /// Why a request was turned away before or at admission.
@@ -112,11 +232,26 @@ pub struct HttpMetrics {
     series: Mutex<BTreeMap<(String, u16), Box<Histogram>>>,
     /// (queue, reason) → count.
     rejections: Mutex<BTreeMap<(&'static str, RejectReason), u64>>,
+    /// The queue each job route feeds (set once, when the router is built).
+    queues: RwLock<HashMap<String, &'static str>>,
 }
 
 impl HttpMetrics {
+    /// Counts rejections on `route` (a matched path) against `queue`.
+    pub fn route_feeds(&self, route: &str, queue: &'static str) {
+        self.queues.write().insert(route.to_string(), queue);
+    }
+
+    /// Every queue label rejections are counted under.
+    pub fn queue_labels(&self) -> Vec<&'static str> {
+        let mut labels: Vec<_> = self.queues.read().values().copied().collect();
+        labels.sort_unstable();
+        labels.dedup();
+        labels
+    }
+
     fn record(&self, route: &str, status: u16, took: Duration) {
-        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let mut series = self.series.lock();
         if let Some(h) = series.get(&(route.to_string(), status)) {
             h.observe(took);
         } else {
@@ -126,76 +261,62 @@ impl HttpMetrics {
         }
     }
 
-    fn reject(&self, queue: &'static str, reason: RejectReason) {
-        let mut rejections = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
-        *rejections.entry((queue, reason)).or_default() += 1;
+    fn reject(&self, route: &str, reason: RejectReason) {
+        let Some(queue) = self.queues.read().get(route).copied() else {
+            return;
+        };
+        *self.rejections.lock().entry((queue, reason)).or_default() += 1;
     }
 
     /// Rejections of `queue` for `reason` so far.
     pub fn rejections(&self, queue: &str, reason: RejectReason) -> u64 {
-        let rejections = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
-        rejections
+        self.rejections
+            .lock()
             .iter()
             .filter(|((q, r), _)| *q == queue && *r == reason)
             .map(|(_, n)| *n)
             .sum()
     }
 
-    pub fn render(&self, out: &mut String, queues: &[&'static str]) {
-        let _ = writeln!(
-            out,
-            "# HELP jobserver_http_requests_total HTTP requests by route and status."
+    /// The HTTP families: requests, their durations, rejections.
+    pub fn expose(&self, out: &mut Exposition) {
+        let series = self.series.lock();
+        let labels = |route: &str, status: u16| {
+            vec![("route", route.to_string()), ("status", status.to_string())]
+        };
+        out.counter(
+            "jobserver_http_requests_total",
+            "HTTP requests by route and status.",
+            series
+                .iter()
+                .map(|((route, status), h)| (labels(route, *status), h.count() as f64)),
         );
-        let _ = writeln!(out, "# TYPE jobserver_http_requests_total counter");
-        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        for ((route, status), h) in series.iter() {
-            let count: u64 = h.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
-            let _ = writeln!(
-                out,
-                "jobserver_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP jobserver_http_request_duration_seconds Time from request to response head."
+        out.histogram(
+            "jobserver_http_request_duration_seconds",
+            "Time from request to response head.",
+            series
+                .iter()
+                .map(|((route, status), h)| (labels(route, *status), &**h)),
         );
-        let _ = writeln!(
-            out,
-            "# TYPE jobserver_http_request_duration_seconds histogram"
-        );
-        for ((route, status), h) in series.iter() {
-            h.render(
-                out,
-                "jobserver_http_request_duration_seconds",
-                &format!("route=\"{route}\",status=\"{status}\""),
-            );
-        }
         drop(series);
-        let _ = writeln!(
-            out,
-            "# HELP jobserver_rejections_total Requests turned away, by queue and reason."
-        );
-        let _ = writeln!(out, "# TYPE jobserver_rejections_total counter");
-        for queue in queues {
+        let mut rejections = Vec::new();
+        for queue in self.queue_labels() {
             for reason in RejectReason::ALL {
                 let n = self.rejections(queue, reason);
-                let _ = writeln!(
-                    out,
-                    "jobserver_rejections_total{{queue=\"{queue}\",reason=\"{}\"}} {n}",
-                    reason.label()
-                );
+                rejections.push((
+                    vec![
+                        ("queue", queue.to_string()),
+                        ("reason", reason.label().to_string()),
+                    ],
+                    n as f64,
+                ));
             }
         }
-    }
-}
-
-/// The queue a route feeds, for rejection counts.
-pub fn queue_of_route(route: &str) -> Option<&'static str> {
-    match route {
-        "/jobs/message" => Some("message"),
-        "/jobs/pdf" => Some("pdf"),
-        "/multiThread" => Some("legacy"),
-        _ => None,
+        out.counter(
+            "jobserver_rejections_total",
+            "Requests turned away, by queue and reason.",
+            rejections,
+        );
     }
 }
 
@@ -216,24 +337,10 @@ pub async fn track_http(
     let response = next.run(request).await;
     let status = response.status().as_u16();
     metrics.record(&route, status, start.elapsed());
-    if let (Some(Rejected(reason)), Some(queue)) = (
-        response.extensions().get::<Rejected>(),
-        queue_of_route(&route),
-    ) {
-        metrics.reject(queue, *reason);
+    if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
+        metrics.reject(&route, *reason);
     }
     response
-}
-
-/// Writes one `# HELP`/`# TYPE` header.
-pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Writes a histogram's series for one label set (header written separately).
-pub fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
-    h.render(out, name, labels);
 }
 
 #[cfg(test)]
@@ -241,29 +348,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_histogram_renders_cumulative_buckets_sum_and_count() {
+    fn a_histogram_is_exposed_with_cumulative_buckets_sum_and_count() {
         let h = Histogram::default();
         h.observe(Duration::from_micros(50));
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(1000));
-        let mut out = String::new();
-        h.render(&mut out, "x_seconds", "queue=\"q\"");
-        assert!(
-            out.contains("x_seconds_bucket{queue=\"q\",le=\"0.0001\"} 1\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_seconds_bucket{queue=\"q\",le=\"0.005\"} 2\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_seconds_bucket{queue=\"q\",le=\"300\"} 2\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_seconds_bucket{queue=\"q\",le=\"+Inf\"} 3\n"),
-            "{out}"
-        );
-        assert!(out.contains("x_seconds_count{queue=\"q\"} 3\n"), "{out}");
+        let mut out = Exposition::default();
+        out.histogram("x_seconds", "X.", [(label("queue", "q"), &h)]);
+        let out = out.render();
+        for line in [
+            "x_seconds_bucket{queue=\"q\",le=\"0.0001\"} 1\n",
+            "x_seconds_bucket{queue=\"q\",le=\"0.005\"} 2\n",
+            "x_seconds_bucket{queue=\"q\",le=\"300\"} 2\n",
+            "x_seconds_bucket{queue=\"q\",le=\"+Inf\"} 3\n",
+            "x_seconds_count{queue=\"q\"} 3\n",
+        ] {
+            assert!(out.contains(line), "missing {line:?} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_empty_families_left_out() {
+        let mut out = Exposition::default();
+        out.counter("x_total", "X.", [(label("route", "/a\"b\\c\nd"), 1.0)]);
+        out.gauge("empty", "Nothing yet.", []);
+        let out = out.render();
+        assert!(out.contains(r#"x_total{route="/a\"b\\c\nd"} 1"#), "{out}");
+        assert!(!out.contains("empty"), "{out}");
     }
 }

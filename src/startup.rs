@@ -19,13 +19,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::routes::{resume_orphans, router};
-use crate::state::AppState;
+use crate::jobs::recover::{resume_orphans, Resume};
+use crate::routes::{router, standard_kinds};
+use crate::state::{AppState, Registry};
 
 pub struct Application {
     listener: TcpListener,
@@ -33,10 +35,15 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `config.bind_addr` and starts every worker pool.
+    /// Binds `config.bind_addr` and starts the built-in worker types.
     pub async fn build(config: Config) -> std::io::Result<Self> {
+        Application::build_with(config, standard_kinds()).await
+    }
+
+    /// Binds `config.bind_addr` and starts the worker types of `registry`.
+    pub async fn build_with(config: Config, registry: Registry) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.bind_addr).await?;
-        let state = AppState::start(config)?;
+        let state = AppState::start(config, registry).await?;
         Ok(Application { listener, state })
     }
 
@@ -113,9 +120,21 @@ fn sweep_interval(ttl: Duration) -> Duration {
     (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
 }
 
+/// Claims and runs again the async jobs of dead instances, each through
+/// its worker type.
+async fn resume(state: &AppState) {
+    let kinds = state.kinds.clone();
+    resume_orphans(&state.jobs, |name| {
+        kinds
+            .by_name(name)
+            .map(|k| (k.name(), Arc::clone(k) as Arc<dyn Resume>))
+    })
+    .await;
+}
+
 /// Resumes orphaned async jobs at start, then sweeps until aborted.
 async fn housekeeping(state: AppState) {
-    resume_orphans(&state).await;
+    resume(&state).await;
     let every = sweep_interval(state.config.jobs.result_ttl);
     // Finished jobs leave memory on a shorter beat than the sweep's.
     let beat = every.min(crate::jobs::FINISHED_IN_MEMORY / 2);
@@ -132,11 +151,9 @@ async fn housekeeping(state: AppState) {
             continue;
         }
         last_sweep = tokio::time::Instant::now();
-        let jobs = state.jobs.clone();
-        // File and database work: off the async threads.
-        let _ = tokio::task::spawn_blocking(move || jobs.sweep()).await;
+        state.jobs.sweep().await;
         if state.jobs.is_primary() {
-            resume_orphans(&state).await;
+            resume(&state).await;
         }
     }
 }

@@ -1,26 +1,107 @@
 //! `AppState`: the cheap, cloneable bag of handles every handler receives:
-//! one [`JobQueue`] per worker type, the async jobs' registry and the
-//! shared configuration.
+//! the registered worker types, the async jobs, the page store and the
+//! shared configuration; and [`Registry`], how worker types are plugged in.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use utoipa_axum::router::OpenApiRouter;
+
 use crate::config::Config;
 use crate::jobs::AsyncJobs;
+use crate::kind::{AnyKind, JobKind};
 use crate::metrics::HttpMetrics;
-use crate::queue::JobQueue;
-use crate::render::process::RendererSpec;
-use crate::workers::message::MessageWorker;
-use crate::workers::pdf::{EngineStatus, PdfSettings, PdfWorker, RendererSlot, RendererSlots};
+use crate::storage::{Layout, LocalPages, PageStore};
+
+/// What a worker type's constructor gets: the configuration and the
+/// shared services its workers may use.
+pub struct StartContext<'a> {
+    pub config: &'a Config,
+    pub pages: Arc<dyn PageStore>,
+    /// The async runtime, for worker threads that call async services.
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// A worker type's routes, built once the state exists.
+pub type Routes = fn(&AppState) -> OpenApiRouter<AppState>;
+
+type Start = Box<dyn FnOnce(&StartContext) -> std::io::Result<Registered>>;
+
+/// The worker types a server runs and the routes that feed them. Each is
+/// one [`Registry::register`] call; `routes::standard_kinds()` holds the
+/// built-in ones.
+#[derive(Default)]
+pub struct Registry {
+    starts: Vec<Start>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Adds a worker type: `start` builds it (and starts its threads) when
+    /// the server starts; `routes` are merged into the router behind the
+    /// rate limiter.
+    pub fn register<K: JobKind>(
+        &mut self,
+        start: impl FnOnce(&StartContext) -> std::io::Result<K> + 'static,
+        routes: Routes,
+    ) -> &mut Self {
+        self.starts.push(Box::new(move |ctx| {
+            let kind = Arc::new(start(ctx)?);
+            Ok(Registered {
+                any: Arc::clone(&kind) as Arc<dyn Any + Send + Sync>,
+                kind,
+                routes,
+            })
+        }));
+        self
+    }
+}
+
+/// One running worker type.
+struct Registered {
+    kind: Arc<dyn AnyKind>,
+    /// The same value, typed, for handlers that ask for it by type.
+    any: Arc<dyn Any + Send + Sync>,
+    routes: Routes,
+}
+
+/// The running worker types, in registration order.
+pub struct Kinds(Vec<Registered>);
+
+impl Kinds {
+    /// The worker type `K`, if registered.
+    pub fn get<K: JobKind>(&self) -> Option<Arc<K>> {
+        self.0
+            .iter()
+            .find_map(|r| Arc::clone(&r.any).downcast::<K>().ok())
+    }
+
+    /// The worker type named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<dyn AnyKind>> {
+        self.0.iter().map(|r| &r.kind).find(|k| k.name() == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn AnyKind>> {
+        self.0.iter().map(|r| &r.kind)
+    }
+
+    /// Every registered type with its routes.
+    pub fn with_routes(&self) -> impl Iterator<Item = (&Arc<dyn AnyKind>, Routes)> {
+        self.0.iter().map(|r| (&r.kind, r.routes))
+    }
+}
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub message: JobQueue<MessageWorker>,
-    pub pdf: JobQueue<PdfWorker>,
-    /// pdfium's availability and renderer counters.
-    pub engine: Arc<EngineStatus>,
+    pub kinds: Arc<Kinds>,
+    /// Pages and kept inputs.
+    pub pages: Arc<dyn PageStore>,
     /// HTTP request and rejection counts.
     pub http: Arc<HttpMetrics>,
     /// Async jobs: their records, events and retention.
@@ -30,52 +111,39 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Opens the job database and starts every worker pool. A job
-    /// database that cannot be used is an error naming it.
-    pub fn start(config: Config) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&config.output_dir)?;
-        let jobs = AsyncJobs::open(config.jobs.clone(), &config.output_dir)
+    /// Opens the job database and starts every registered worker type. A
+    /// job database that cannot be used is an error naming it. Call it
+    /// within the async runtime.
+    pub async fn start(config: Config, registry: Registry) -> std::io::Result<Self> {
+        let layout = Layout::new(&config.output_dir);
+        layout.create()?;
+        let pages: Arc<dyn PageStore> = Arc::new(LocalPages::new(layout.clone()));
+        let jobs = AsyncJobs::open(config.jobs.clone(), &layout, Arc::clone(&pages))
+            .await
             .map_err(std::io::Error::other)?;
-        let message = JobQueue::start("message", config.message.clone(), |_| MessageWorker)?;
-        std::fs::create_dir_all(&config.output_dir)?;
-        let exe = match &config.pdf.renderer_exe {
-            Some(exe) => exe.clone(),
-            None => std::env::current_exe()?,
+        let ctx = StartContext {
+            config: &config,
+            pages: Arc::clone(&pages),
+            runtime: tokio::runtime::Handle::current(),
         };
-        let settings = Arc::new(PdfSettings {
-            renderer: RendererSpec {
-                exe,
-                library: config.pdf.pdfium_library(),
-                memory_limit_bytes: config.pdf.renderer_memory_limit_mb * 1024 * 1024,
-                max_payload_bytes: config.pdf.max_upload_bytes as u64,
-            },
-            out_dir: config.output_dir.clone(),
-            max_pages: config.pdf.max_pages,
-            max_pixels: config.pdf.max_pixels,
-            renderer_max_jobs: config.pdf.renderer_max_jobs,
-            renderer_max_rss_bytes: config.pdf.renderer_max_rss_mb * 1024 * 1024,
-            fan_out: config.pdf.fan_out,
-        });
-        let slots: RendererSlots = Arc::new(
-            (0..config.pdf.pool.workers)
-                .map(|_| RendererSlot::default())
-                .collect(),
-        );
-        let engine = Arc::new(EngineStatus::default());
-        let pdf_engine = Arc::clone(&engine);
-        let pdf = JobQueue::start("pdf", config.pdf.pool.clone(), move |i| {
-            PdfWorker::new(
-                i,
-                Arc::clone(&settings),
-                Arc::clone(&pdf_engine),
-                Arc::clone(&slots),
-            )
-        })?;
+        let mut kinds = Vec::with_capacity(registry.starts.len());
+        for start in registry.starts {
+            let registered = start(&ctx)?;
+            if kinds
+                .iter()
+                .any(|k: &Registered| k.kind.name() == registered.kind.name())
+            {
+                return Err(std::io::Error::other(format!(
+                    "two worker types are named {:?}",
+                    registered.kind.name()
+                )));
+            }
+            kinds.push(registered);
+        }
         Ok(AppState {
             config: Arc::new(config),
-            message,
-            pdf,
-            engine,
+            kinds: Arc::new(Kinds(kinds)),
+            pages,
             http: Arc::new(HttpMetrics::default()),
             jobs,
             draining: Arc::new(AtomicBool::new(false)),
@@ -83,11 +151,22 @@ impl AppState {
         })
     }
 
+    /// The worker type `K`, if registered.
+    pub fn kind<K: JobKind>(&self) -> Option<Arc<K>> {
+        self.kinds.get::<K>()
+    }
+
+    /// The queue of the worker type named `name`.
+    pub fn pool(&self, name: &str) -> Option<&dyn crate::queue::Pool> {
+        self.kinds.by_name(name).map(|k| k.pool())
+    }
+
     /// Stops admitting jobs on every queue and answers queued ones with 503.
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Release);
-        self.message.begin_drain();
-        self.pdf.begin_drain();
+        for kind in self.kinds.iter() {
+            kind.pool().begin_drain();
+        }
     }
 
     pub fn is_draining(&self) -> bool {
@@ -99,8 +178,9 @@ impl AppState {
     pub fn join(&self, grace: Duration) {
         self.begin_drain();
         let deadline = Instant::now() + grace;
-        self.message.join(grace);
-        self.pdf
-            .join(deadline.saturating_duration_since(Instant::now()));
+        for kind in self.kinds.iter() {
+            kind.pool()
+                .join(deadline.saturating_duration_since(Instant::now()));
+        }
     }
 }

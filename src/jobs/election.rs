@@ -33,9 +33,10 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
 /// Holds, or waits for, an exclusive flock on one file; this instance is
@@ -62,9 +63,7 @@ struct Seat {
 
 impl Shared {
     fn seat(&self) -> MutexGuard<'_, Seat> {
-        // Every critical section only moves an Option and sets a bool, so
-        // the state is consistent even if a holder panicked.
-        self.seat.lock().unwrap_or_else(|e| e.into_inner())
+        self.seat.lock()
     }
 }
 
@@ -332,6 +331,63 @@ fn same_file(file: &File, path: &Path) -> bool {
     }
 }
 
+/// The singleton lease: at most one instance holds it at a time, and the
+/// holder runs the singletons (removing expired results). A cluster's
+/// lease is a key with a TTL in a shared store.
+pub trait Lease: Send + Sync + 'static {
+    fn is_held(&self) -> bool;
+    /// Gives the lease up (at shutdown), so another instance takes it now.
+    fn resign(&self);
+}
+
+impl Lease for Election {
+    fn is_held(&self) -> bool {
+        self.is_primary()
+    }
+    fn resign(&self) {
+        Election::resign(self)
+    }
+}
+
+/// Which instances are alive: this one is while it holds its mark, and
+/// another one's unfinished jobs may be claimed once it is dead.
+pub trait Membership: Send + Sync + 'static {
+    /// This instance's id.
+    fn id(&self) -> &str;
+    fn is_dead(&self, instance_id: &str) -> bool;
+    /// Forgets dead instances' marks (by the lease holder).
+    fn prune(&self);
+}
+
+/// Membership by lock files in one folder: [`InstanceLock`] per instance.
+pub struct LockFiles {
+    dir: PathBuf,
+    lock: InstanceLock,
+}
+
+impl LockFiles {
+    /// Marks a new instance alive in `dir`.
+    pub fn join(dir: &Path) -> io::Result<LockFiles> {
+        let id = uuid::Uuid::new_v4().to_string();
+        Ok(LockFiles {
+            dir: dir.to_path_buf(),
+            lock: InstanceLock::acquire(dir, &id)?,
+        })
+    }
+}
+
+impl Membership for LockFiles {
+    fn id(&self) -> &str {
+        self.lock.id()
+    }
+    fn is_dead(&self, instance_id: &str) -> bool {
+        instance_is_dead(&self.dir, instance_id)
+    }
+    fn prune(&self) {
+        remove_dead_instance_locks(&self.dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,7 +395,6 @@ mod tests {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     use tokio::time::timeout;
-    use uuid::Uuid;
 
     /// Long enough for any real hand-over, short enough for a failing test.
     const HANDOVER: Duration = Duration::from_secs(5);
@@ -349,23 +404,15 @@ mod tests {
     /// signals "still standby".
     const STAYS_STANDBY: Duration = Duration::from_millis(200);
 
-    struct TempDir(PathBuf);
+    struct TempDir(tempfile::TempDir);
 
     impl TempDir {
         fn new() -> TempDir {
-            let dir = std::env::temp_dir().join(format!("jobserver-election-{}", Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).expect("temp dir is created");
-            TempDir(dir)
+            TempDir(tempfile::tempdir().expect("temp dir is created"))
         }
 
         fn lock(&self) -> PathBuf {
-            self.0.join("primary.lock")
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            self.0.path().join("primary.lock")
         }
     }
 
@@ -453,7 +500,7 @@ mod tests {
     #[test]
     fn an_election_on_an_unopenable_path_fails_to_start() {
         let dir = TempDir::new();
-        let err = Election::start(dir.0.join("missing-folder").join("primary.lock"))
+        let err = Election::start(dir.0.path().join("missing-folder").join("primary.lock"))
             .err()
             .expect("start fails");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
@@ -499,32 +546,41 @@ mod tests {
     #[test]
     fn a_held_instance_lock_means_alive_and_a_released_one_dead() {
         let dir = TempDir::new();
-        let lock = InstanceLock::acquire(&dir.0, "instance-1").expect("lock acquired");
+        let lock = InstanceLock::acquire(dir.0.path(), "instance-1").expect("lock acquired");
         assert_eq!(lock.id(), "instance-1");
-        assert!(!instance_is_dead(&dir.0, "instance-1"), "held, so alive");
+        assert!(
+            !instance_is_dead(dir.0.path(), "instance-1"),
+            "held, so alive"
+        );
         // Probing releases at once: the holder is still seen alive after.
-        assert!(!instance_is_dead(&dir.0, "instance-1"));
+        assert!(!instance_is_dead(dir.0.path(), "instance-1"));
 
         drop(lock);
-        assert!(instance_is_dead(&dir.0, "instance-1"), "released, so dead");
         assert!(
-            !dir.0.join("instance-1.lock").exists(),
+            instance_is_dead(dir.0.path(), "instance-1"),
+            "released, so dead"
+        );
+        assert!(
+            !dir.0.path().join("instance-1.lock").exists(),
             "a clean exit removes its file"
         );
-        assert!(instance_is_dead(&dir.0, "never-started"), "never created");
+        assert!(
+            instance_is_dead(dir.0.path(), "never-started"),
+            "never created"
+        );
     }
 
     #[test]
     fn an_instance_id_held_by_a_live_instance_cannot_be_acquired_again() {
         let dir = TempDir::new();
-        let _first = InstanceLock::acquire(&dir.0, "same").expect("lock acquired");
-        let err = InstanceLock::acquire(&dir.0, "same")
+        let _first = InstanceLock::acquire(dir.0.path(), "same").expect("lock acquired");
+        let err = InstanceLock::acquire(dir.0.path(), "same")
             .err()
             .expect("second acquire fails");
         assert_eq!(err.kind(), io::ErrorKind::ResourceBusy, "{err}");
 
         for bad in ["", "..", "a/b"] {
-            let err = InstanceLock::acquire(&dir.0, bad)
+            let err = InstanceLock::acquire(dir.0.path(), bad)
                 .err()
                 .expect("not a file name");
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
@@ -534,15 +590,22 @@ mod tests {
     #[test]
     fn housekeeping_removes_only_the_lock_files_of_dead_instances() {
         let dir = TempDir::new();
-        let live = InstanceLock::acquire(&dir.0, "live").expect("lock acquired");
+        let live = InstanceLock::acquire(dir.0.path(), "live").expect("lock acquired");
         // What a killed instance leaves behind: its file, unlocked.
-        std::fs::write(dir.0.join("killed.lock"), b"").expect("file written");
-        std::fs::write(dir.0.join("notes.txt"), b"").expect("file written");
+        std::fs::write(dir.0.path().join("killed.lock"), b"").expect("file written");
+        std::fs::write(dir.0.path().join("notes.txt"), b"").expect("file written");
 
-        assert_eq!(remove_dead_instance_locks(&dir.0), 1, "only killed.lock");
-        assert!(!dir.0.join("killed.lock").exists());
-        assert!(dir.0.join("live.lock").exists(), "the live lock stays");
-        assert!(dir.0.join("notes.txt").exists(), "other files stay");
-        assert!(!instance_is_dead(&dir.0, live.id()), "still alive");
+        assert_eq!(
+            remove_dead_instance_locks(dir.0.path()),
+            1,
+            "only killed.lock"
+        );
+        assert!(!dir.0.path().join("killed.lock").exists());
+        assert!(
+            dir.0.path().join("live.lock").exists(),
+            "the live lock stays"
+        );
+        assert!(dir.0.path().join("notes.txt").exists(), "other files stay");
+        assert!(!instance_is_dead(dir.0.path(), live.id()), "still alive");
     }
 }

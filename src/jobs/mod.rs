@@ -9,349 +9,52 @@
 //!   worker thread ─▶ JobObserver (Tracked): started, total, one event per page
 //! ```
 //!
-//! [`AsyncJobs`] owns every async job this instance runs: a [`Tracked`] per
-//! job in memory (state, progress, the event log that `GET
-//! /jobs/{id}/events` streams) and a row per job in the SQLite
-//! [`store`] under `OUTPUT_DIR`, so a crashed server's queued and running jobs
-//! are run again on restart and finished ones are served until their TTL.
-//! Sync jobs are never recorded: their caller left with the connection.
+//! [`AsyncJobs`] owns every async job this instance runs: a [`Tracked`]
+//! per job in memory (state, progress, the event log that `GET
+//! /jobs/{id}/events` streams) and a record per job in the
+//! [`records::JobRecords`] (SQLite under `OUTPUT_DIR` here), so a crashed
+//! server's queued and running jobs run again ([`recover`]) and finished
+//! ones are served until their TTL ([`retention`]). Sync jobs are never
+//! recorded: their caller left with the connection.
 //!
-//! Several instances may share `OUTPUT_DIR` (and so the database): each holds
-//! an [`election::InstanceLock`] while alive, and jobs whose owner died are
-//! claimed by the next instance to look (at start, then the primary every
-//! sweep). Removing expired results is a singleton, run by the instance
-//! that holds the [`election::Election`] lock.
+//! Several instances may share the records: each is a member while alive
+//! ([`election::Membership`]) and jobs whose owner died are claimed by the
+//! next instance to look. Removing expired results is a singleton, run by
+//! the holder of the [`election::Lease`].
 //!
-//! What a job needs to run again is recorded with it: its parameters as
-//! JSON, and an uploaded PDF as a file under `OUTPUT_DIR/.jobs/inputs/`,
-//! removed when the job ends.
+//! What a job needs to run again is recorded with it: its parameters and
+//! a reference to its input, which the page store keeps until the job
+//! ends.
 
 pub mod election;
+pub mod records;
+pub mod recover;
+pub mod retention;
 pub mod store;
+mod tracked;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Serialize;
+use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::JobsConfig;
 use crate::error::{ApiError, ErrorBody, JobError};
-use crate::queue::{
-    Completed, JobHandle, JobObserver, JobQueue, QueueError, SubmitOptions, Worker,
-};
-use election::{Election, InstanceLock};
+use crate::queue::{Completed, JobObserver, JobQueue, QueueError, SubmitOptions, Worker};
+use crate::storage::{InputRef, Layout, PageStore};
+use election::{Election, Lease, LockFiles, Membership};
+use records::{JobRecords, SqliteRecords};
+pub use recover::Resume;
 pub use store::{JobRecord, JobState, Store, StoreError};
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// What `GET /jobs/{id}` answers, and the data of every `state` event.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct JobView {
-    pub job_id: Uuid,
-    /// Worker type: `pdf` or `message`.
-    pub kind: String,
-    /// `queued`, `running`, `done`, `failed`, `cancelled` or `expired`.
-    #[schema(value_type = String)]
-    pub state: JobState,
-    /// Jobs ahead of this one while queued (0: next).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub position: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub worker: Option<String>,
-    /// Units (pages) done so far, and in all once known.
-    pub done: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total: Option<u64>,
-    /// Pages rendered so far (PDF jobs), each with its URL.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<Object>)]
-    pub pages: Vec<Value>,
-    /// The reply a sync request would have got, once `done`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub result: Option<Value>,
-    /// Why it ended, once `failed`, `cancelled` or `expired`: the error
-    /// body a sync request would have got, with its HTTP status.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub error: Option<Value>,
-    pub created_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub finished_ms: Option<u64>,
-    /// Unix ms after which the job and its output are removed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_ms: Option<u64>,
-    pub links: Links,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Links {
-    #[serde(rename = "self")]
-    pub this: String,
-    pub events: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub archive: Option<String>,
-}
-
-impl Links {
-    fn of(id: Uuid, kind: &str) -> Links {
-        Links {
-            this: format!("/jobs/{id}"),
-            events: format!("/jobs/{id}/events"),
-            archive: (kind == "pdf").then(|| format!("/jobs/{id}/archive")),
-        }
-    }
-}
-
-/// One event of a job's stream: `state` (data: the whole [`JobView`]) or
-/// `page` (data: the page, with `done` and `total`).
-#[derive(Debug, Clone)]
-pub struct JobEvent {
-    pub name: &'static str,
-    pub data: Value,
-    /// The job's last event.
-    pub last: bool,
-}
-
-/// What a live job is doing, guarded by [`Tracked::live`].
-struct Live {
-    state: JobState,
-    worker: Option<String>,
-    started_ms: Option<u64>,
-    finished_ms: Option<u64>,
-    done: u64,
-    total: Option<u64>,
-    pages: Vec<Value>,
-    result: Option<Value>,
-    error: Option<Value>,
-    events: Vec<JobEvent>,
-    /// DELETE asked for it; tells a user's cancel from a shutdown's.
-    cancel_requested: bool,
-}
-
-/// Cancels the job and tells its place in line, whatever its worker type.
-trait Control: Send + Sync {
-    fn cancel(&self);
-    fn position(&self) -> Option<u64>;
-}
-
-impl<W: Worker> Control for JobHandle<W> {
-    fn cancel(&self) {
-        JobHandle::cancel(self);
-    }
-    fn position(&self) -> Option<u64> {
-        JobHandle::position(self)
-    }
-}
-
-/// An async job this instance runs: its state in memory and its events.
-pub struct Tracked {
-    pub id: Uuid,
-    pub kind: &'static str,
-    created_ms: u64,
-    ttl_ms: u64,
-    live: Mutex<Live>,
-    /// Bumped to the number of events after each one.
-    changed: watch::Sender<usize>,
-    control: Mutex<Option<Box<dyn Control>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Tracked {
-    fn new(id: Uuid, kind: &'static str, created_ms: u64, ttl: Duration) -> Arc<Tracked> {
-        let tracked = Arc::new(Tracked {
-            id,
-            kind,
-            created_ms,
-            ttl_ms: ttl.as_millis() as u64,
-            live: Mutex::new(Live {
-                state: JobState::Queued,
-                worker: None,
-                started_ms: None,
-                finished_ms: None,
-                done: 0,
-                total: None,
-                pages: Vec::new(),
-                result: None,
-                error: None,
-                events: Vec::new(),
-                cancel_requested: false,
-            }),
-            changed: watch::channel(0).0,
-            control: Mutex::new(None),
-        });
-        tracked.push_state(&mut lock(&tracked.live));
-        tracked
-    }
-
-    fn view_of(&self, live: &Live) -> JobView {
-        let position = if live.state == JobState::Queued {
-            lock(&self.control).as_ref().and_then(|c| c.position())
-        } else {
-            None
-        };
-        JobView {
-            job_id: self.id,
-            kind: self.kind.to_string(),
-            state: live.state,
-            position,
-            worker: live.worker.clone(),
-            done: live.done,
-            total: live.total,
-            pages: {
-                // Pages arrive in render order, which fan-out mixes.
-                let mut pages = live.pages.clone();
-                pages.sort_by_key(|p| p.get("page").and_then(Value::as_u64));
-                pages
-            },
-            result: live.result.clone(),
-            error: live.error.clone(),
-            created_ms: self.created_ms,
-            started_ms: live.started_ms,
-            finished_ms: live.finished_ms,
-            expires_ms: live.finished_ms.map(|f| f + self.ttl_ms),
-            links: Links::of(self.id, self.kind),
-        }
-    }
-
-    pub fn view(&self) -> JobView {
-        self.view_of(&lock(&self.live))
-    }
-
-    pub fn state(&self) -> JobState {
-        lock(&self.live).state
-    }
-
-    fn finished_ms(&self) -> Option<u64> {
-        lock(&self.live).finished_ms
-    }
-
-    /// Appends an event and wakes the streams.
-    fn push(&self, live: &mut Live, event: JobEvent) {
-        live.events.push(event);
-        self.changed.send_replace(live.events.len());
-    }
-
-    fn push_state(&self, live: &mut Live) {
-        let view = self.view_of(live);
-        let last = view.state.is_final();
-        let data = serde_json::to_value(view).unwrap_or_default();
-        self.push(
-            live,
-            JobEvent {
-                name: "state",
-                data,
-                last,
-            },
-        );
-    }
-
-    /// Events from `from` on, and whether the job has ended.
-    pub fn events_since(&self, from: usize) -> (Vec<JobEvent>, usize) {
-        let live = lock(&self.live);
-        let from = from.min(live.events.len());
-        (live.events[from..].to_vec(), live.events.len())
-    }
-
-    /// A receiver that changes with every new event.
-    pub fn subscribe(&self) -> watch::Receiver<usize> {
-        self.changed.subscribe()
-    }
-
-    /// Records the final outcome, once; later calls are ignored.
-    fn finish(&self, state: JobState, result: Option<Value>, error: Option<Value>) -> bool {
-        let mut live = lock(&self.live);
-        if live.state.is_final() {
-            return false;
-        }
-        live.state = state;
-        if state != JobState::Done {
-            // A job that did not finish leaves no pages behind.
-            live.pages.clear();
-        }
-        live.result = result;
-        live.error = error;
-        live.finished_ms = Some(now_ms());
-        self.push_state(&mut live);
-        true
-    }
-
-    /// Stops the job (DELETE). False if it had already ended.
-    fn request_cancel(&self) -> bool {
-        {
-            let mut live = lock(&self.live);
-            if live.state.is_final() {
-                return false;
-            }
-            live.cancel_requested = true;
-        }
-        if let Some(control) = lock(&self.control).as_ref() {
-            control.cancel();
-        }
-        true
-    }
-}
-
-impl JobObserver for Tracked {
-    fn started(&self, worker: &str) {
-        let mut live = lock(&self.live);
-        if live.state.is_final() {
-            return;
-        }
-        live.state = JobState::Running;
-        live.worker = Some(worker.to_string());
-        live.started_ms = Some(now_ms());
-        self.push_state(&mut live);
-    }
-
-    fn total(&self, total: u64) {
-        lock(&self.live).total = Some(total);
-    }
-
-    fn unit(&self, done: u64, mut detail: Value) {
-        let mut live = lock(&self.live);
-        live.done = done;
-        let page = detail.get("page").and_then(Value::as_u64);
-        if let (Some(fields), Some(page)) = (detail.as_object_mut(), page) {
-            fields.insert(
-                "url".into(),
-                Value::String(format!("/jobs/{}/pages/{page}", self.id)),
-            );
-        }
-        live.pages.push(detail.clone());
-        let mut data = detail;
-        if let Some(fields) = data.as_object_mut() {
-            fields.insert("done".into(), done.into());
-            fields.insert("total".into(), live.total.into());
-        }
-        self.push(
-            &mut live,
-            JobEvent {
-                name: "page",
-                data,
-                last: false,
-            },
-        );
-    }
-}
+use tracked::ReplyPages;
+pub use tracked::{EventLog, JobEvent, JobSnapshot, MemoryLog, Tracked};
 
 /// A request's idempotency key and a digest of the request it came with.
 #[derive(Debug, Clone)]
@@ -359,6 +62,9 @@ pub struct Idempotency {
     pub key: String,
     pub fingerprint: String,
 }
+
+/// Turns a finished job's output into its recorded result.
+pub type ToResult<O> = Box<dyn FnOnce(Completed<O>) -> Value + Send>;
 
 /// Everything needed to run a job asynchronously.
 pub struct AsyncRequest<W: Worker> {
@@ -369,15 +75,15 @@ pub struct AsyncRequest<W: Worker> {
     /// Recorded with the job so it can run again after a restart.
     pub request: Value,
     pub idempotency: Option<Idempotency>,
-    /// A file made for this job (an upload), removed when it ends.
-    pub input: Option<PathBuf>,
-    /// Turns the output into the reply a sync request would get.
-    pub to_result: Box<dyn FnOnce(Completed<W::Output>) -> Value + Send>,
+    /// An input kept for this job, removed when it ends.
+    pub input: Option<InputRef>,
+    /// The reply a sync request would get.
+    pub to_result: ToResult<W::Output>,
 }
 
 /// A job accepted in async mode (or found by its idempotency key).
 pub struct Accepted {
-    pub view: JobView,
+    pub job: JobSnapshot,
     /// The key matched an earlier request: this is that job.
     pub replayed: bool,
 }
@@ -392,19 +98,30 @@ pub struct JobsStats {
     pub refused_full: AtomicU64,
 }
 
-/// Every async job of this instance, and the shared record store.
+/// The services async jobs stand on; [`AsyncJobs::open`] makes the local
+/// ones.
+pub struct Services {
+    pub records: Arc<dyn JobRecords>,
+    pub pages: Arc<dyn PageStore>,
+    pub members: Box<dyn Membership>,
+    pub lease: Box<dyn Lease>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Every async job of this instance, and the shared records.
 pub struct AsyncJobs {
     config: JobsConfig,
-    out_dir: PathBuf,
-    store: Arc<Store>,
-    instance: InstanceLock,
-    election: Election,
+    records: Arc<dyn JobRecords>,
+    pages: Arc<dyn PageStore>,
+    members: Box<dyn Membership>,
+    lease: Box<dyn Lease>,
+    clock: Arc<dyn Clock>,
     live: Mutex<HashMap<Uuid, Arc<Tracked>>>,
     /// Records in the store (all instances'): a place is reserved before a
     /// submit is admitted and given back if it is not recorded, and the
-    /// count is taken again from the store each sweep (a record written
-    /// during that count may be missed until the next one).
-    tracked: AtomicU64,
+    /// count is taken again each sweep (a record written during that count
+    /// may be missed until the next one).
+    record_count: AtomicU64,
     tasks: TaskTracker,
     /// Cancelled when the server has stopped its workers: event streams
     /// still open then end (a job left queued for the next start would
@@ -414,14 +131,10 @@ pub struct AsyncJobs {
 }
 
 /// How long a finished job stays in memory (events, pages) before the
-/// database alone answers for it.
+/// records alone answer for it.
 pub const FINISHED_IN_MEMORY: Duration = Duration::from_secs(10);
 
-/// `OUTPUT_DIR/.jobs`: locks and kept inputs.
-fn jobs_dir(out_dir: &Path) -> PathBuf {
-    out_dir.join(".jobs")
-}
-
+/// The error body a sync request would have got, with its status.
 fn error_value(err: &ApiError) -> Value {
     let (status, code) = err.status_and_code();
     let mut body = serde_json::to_value(ErrorBody {
@@ -436,31 +149,50 @@ fn error_value(err: &ApiError) -> Value {
     body
 }
 
+fn unreadable(e: StoreError) -> ApiError {
+    ApiError::Unavailable(format!("the job database cannot be read: {e}"))
+}
+
+fn already_ended(id: Uuid, state: JobState) -> ApiError {
+    ApiError::Conflict(format!("job {id} already ended ({})", state.as_str()))
+}
+
 impl AsyncJobs {
-    /// Opens the store under `out_dir`, marks this instance alive and
-    /// joins the primary election. A corrupt or unwritable database is an
-    /// error naming the file: the server does not start with it.
-    pub fn open(config: JobsConfig, out_dir: &Path) -> Result<Arc<AsyncJobs>, String> {
-        let dir = jobs_dir(out_dir);
-        for sub in ["instances", "inputs"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(|e| format!("cannot create {}: {e}", dir.join(sub).display()))?;
-        }
-        let store = Store::open(&out_dir.join("jobs.db")).map_err(|e| e.to_string())?;
-        let instance =
-            InstanceLock::acquire(&dir.join("instances"), &Uuid::new_v4().to_string())
-                .map_err(|e| format!("cannot lock {}: {e}", dir.join("instances").display()))?;
-        let election = Election::start(dir.join("primary.lock"))
-            .map_err(|e| format!("cannot open {}: {e}", dir.join("primary.lock").display()))?;
-        let tracked = store.count().map_err(|e| e.to_string())?;
+    /// Opens the records in the output folder, marks this instance alive
+    /// and joins the primary election. A corrupt or unwritable database is
+    /// an error naming the file: the server does not start with it.
+    pub async fn open(
+        config: JobsConfig,
+        layout: &Layout,
+        pages: Arc<dyn PageStore>,
+    ) -> Result<Arc<AsyncJobs>, String> {
+        let store = Store::open(&layout.database()).map_err(|e| e.to_string())?;
+        let members = LockFiles::join(&layout.instances_dir())
+            .map_err(|e| format!("cannot lock {}: {e}", layout.instances_dir().display()))?;
+        let lease = Election::start(layout.primary_lock())
+            .map_err(|e| format!("cannot open {}: {e}", layout.primary_lock().display()))?;
+        let services = Services {
+            records: Arc::new(SqliteRecords::new(store)),
+            pages,
+            members: Box::new(members),
+            lease: Box::new(lease),
+            clock: Arc::new(SystemClock),
+        };
+        AsyncJobs::with(config, services).await
+    }
+
+    /// Async jobs over the given services.
+    pub async fn with(config: JobsConfig, services: Services) -> Result<Arc<AsyncJobs>, String> {
+        let count = services.records.count().await.map_err(|e| e.to_string())?;
         Ok(Arc::new(AsyncJobs {
             config,
-            out_dir: out_dir.to_path_buf(),
-            store: Arc::new(store),
-            instance,
-            election,
+            records: services.records,
+            pages: services.pages,
+            members: services.members,
+            lease: services.lease,
+            clock: services.clock,
             live: Mutex::new(HashMap::new()),
-            tracked: AtomicU64::new(tracked),
+            record_count: AtomicU64::new(count),
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
             stats: JobsStats::default(),
@@ -468,75 +200,81 @@ impl AsyncJobs {
     }
 
     pub fn instance_id(&self) -> &str {
-        self.instance.id()
+        self.members.id()
     }
 
     pub fn is_primary(&self) -> bool {
-        self.election.is_primary()
+        self.lease.is_held()
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn records(&self) -> &dyn JobRecords {
+        &*self.records
+    }
+
+    pub fn pages(&self) -> &Arc<dyn PageStore> {
+        &self.pages
     }
 
     pub fn config(&self) -> &JobsConfig {
         &self.config
     }
 
+    /// Unix milliseconds, by this instance's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// Records in the store, all instances' (as of the last sweep).
     pub fn tracked(&self) -> u64 {
-        self.tracked.load(Ordering::Relaxed)
+        self.record_count.load(Ordering::Relaxed)
     }
 
     /// Jobs in this instance's memory, by state.
     pub fn live_by_state(&self) -> HashMap<&'static str, u64> {
         let mut counts = HashMap::new();
-        for tracked in lock(&self.live).values() {
+        for tracked in self.live.lock().values() {
             *counts.entry(tracked.state().as_str()).or_insert(0) += 1;
         }
         counts
     }
 
-    /// Where an upload for an async job is kept until the job ends.
-    pub fn input_path(&self, job_id: Uuid) -> PathBuf {
-        jobs_dir(&self.out_dir)
-            .join("inputs")
-            .join(format!("{job_id}.pdf"))
-    }
-
     pub fn get_live(&self, id: Uuid) -> Option<Arc<Tracked>> {
-        lock(&self.live).get(&id).cloned()
+        self.live.lock().get(&id).cloned()
     }
 
-    /// The job's view: from memory if this instance runs it, else from
-    /// the store (finished jobs after a restart, other instances' jobs).
-    pub fn view(&self, id: Uuid) -> Result<Option<JobView>, ApiError> {
+    fn track(&self, id: Uuid, kind: &'static str, created_ms: u64) -> Arc<Tracked> {
+        let ttl_ms = self.config.result_ttl.as_millis() as u64;
+        let tracked = Tracked::new(id, kind, created_ms, ttl_ms, Arc::clone(&self.clock));
+        self.live.lock().insert(id, Arc::clone(&tracked));
+        tracked
+    }
+
+    /// The job as it stands: from memory if this instance runs it, else
+    /// from its record (finished jobs after a restart, other instances').
+    pub async fn snapshot(&self, id: Uuid) -> Result<Option<JobSnapshot>, ApiError> {
         if let Some(tracked) = self.get_live(id) {
-            return Ok(Some(tracked.view()));
+            return Ok(Some(tracked.snapshot()));
         }
-        let record = self
-            .store
-            .get(id)
-            .map_err(|e| ApiError::Unavailable(format!("the job database cannot be read: {e}")))?;
-        Ok(record.map(|r| self.view_of_record(&r)))
+        let record = self.records.get(id).await.map_err(unreadable)?;
+        Ok(record.map(|r| self.snapshot_of_record(&r)))
     }
 
-    fn view_of_record(&self, record: &JobRecord) -> JobView {
+    fn snapshot_of_record(&self, record: &JobRecord) -> JobSnapshot {
         let pages = record
             .result
-            .as_ref()
-            .and_then(|r| r.get("pages"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        JobView {
+            .clone()
+            .and_then(|r| serde_json::from_value::<ReplyPages>(r).ok())
+            .unwrap_or_default()
+            .pages;
+        let count = pages.len() as u64;
+        JobSnapshot {
             job_id: record.id,
             kind: record.kind.clone(),
             state: record.state,
             position: None,
             worker: None,
-            done: pages.len() as u64,
-            total: (!pages.is_empty()).then_some(pages.len() as u64),
+            done: count,
+            total: (count > 0).then_some(count),
             pages,
             result: record.result.clone(),
             error: record.error.clone(),
@@ -546,24 +284,25 @@ impl AsyncJobs {
             expires_ms: record
                 .finished_ms
                 .map(|f| f + self.config.result_ttl.as_millis() as u64),
-            links: Links::of(record.id, &record.kind),
         }
     }
 
     /// The job an idempotency key names, if any. The same key with another
     /// request is refused (422): the key promised the same request.
-    pub fn find_by_key(&self, idem: &Idempotency) -> Result<Option<JobView>, ApiError> {
+    pub async fn find_by_key(&self, idem: &Idempotency) -> Result<Option<JobSnapshot>, ApiError> {
         let record = self
-            .store
-            .find_by_key(&idem.key)
-            .map_err(|e| ApiError::Unavailable(format!("the job database cannot be read: {e}")))?;
+            .records
+            .find_by_key(idem.key.clone())
+            .await
+            .map_err(unreadable)?;
         match record {
             None => Ok(None),
             Some(r) if r.fingerprint.as_deref() == Some(idem.fingerprint.as_str()) => {
                 self.stats.replayed.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(
-                    self.view(r.id)?.unwrap_or_else(|| self.view_of_record(&r)),
-                ))
+                Ok(Some(match self.get_live(r.id) {
+                    Some(tracked) => tracked.snapshot(),
+                    None => self.snapshot_of_record(&r),
+                }))
             }
             Some(r) => Err(ApiError::IdempotencyKeyReused(format!(
                 "Idempotency-Key {:?} was used for another request (job {})",
@@ -590,37 +329,38 @@ impl AsyncJobs {
             input,
             to_result,
         } = request;
-        let remove_input = || {
-            if let Some(path) = &input {
-                let _ = std::fs::remove_file(path);
-            }
-        };
         // Reserve a record's place first, so concurrent submits cannot all
         // pass the bound; given back below if the job is not recorded.
-        if self.tracked.fetch_add(1, Ordering::AcqRel) >= self.config.max_tracked {
-            self.tracked.fetch_sub(1, Ordering::AcqRel);
-            remove_input();
+        if self.record_count.fetch_add(1, Ordering::AcqRel) >= self.config.max_tracked {
+            self.record_count.fetch_sub(1, Ordering::AcqRel);
+            self.remove_input(input.as_ref()).await;
             self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::TooManyJobs {
                 max: self.config.max_tracked,
                 retry_after: self.config.result_ttl.as_secs().clamp(1, 60),
             });
         }
-        let created_ms = now_ms();
-        let tracked = Tracked::new(job_id, kind, created_ms, self.config.result_ttl);
+        let created_ms = self.now_ms();
         options.detached = true;
         options.job_id = Some(job_id);
+        let tracked = Tracked::new(
+            job_id,
+            kind,
+            created_ms,
+            self.config.result_ttl.as_millis() as u64,
+            Arc::clone(&self.clock),
+        );
         options.observer = Some(Arc::clone(&tracked) as Arc<dyn JobObserver>);
         let pending = match queue.submit(job, options) {
             Ok(pending) => pending,
             Err(e) => {
-                self.tracked.fetch_sub(1, Ordering::AcqRel);
-                remove_input();
+                self.record_count.fetch_sub(1, Ordering::AcqRel);
+                self.remove_input(input.as_ref()).await;
                 return Err(e.into());
             }
         };
-        *lock(&tracked.control) = Some(Box::new(pending.handle()));
-        lock(&self.live).insert(job_id, Arc::clone(&tracked));
+        tracked.set_control(Box::new(pending.handle()));
+        self.live.lock().insert(job_id, Arc::clone(&tracked));
         let record = JobRecord {
             id: job_id,
             kind: kind.to_string(),
@@ -641,36 +381,38 @@ impl AsyncJobs {
         let jobs = Arc::clone(self);
         let task_tracked = Arc::clone(&tracked);
         self.tasks.spawn(async move {
-            if let Err(e) = jobs.store.insert(record).await {
+            if let Err(e) = jobs.records.insert(record).await {
                 // Unrecorded: the job must not run.
-                jobs.tracked.fetch_sub(1, Ordering::AcqRel);
+                jobs.record_count.fetch_sub(1, Ordering::AcqRel);
                 drop(pending);
-                lock(&jobs.live).remove(&job_id);
-                if let Some(path) = &input {
-                    let _ = std::fs::remove_file(path);
-                }
+                jobs.live.lock().remove(&job_id);
+                jobs.remove_input(input.as_ref()).await;
                 let _ = ack_tx.send(Err(e));
                 return;
             }
             jobs.stats.submitted.fetch_add(1, Ordering::Relaxed);
             let _ = ack_tx.send(Ok(()));
             let reply = pending.wait().await.map(to_result);
-            jobs.finish(&task_tracked, reply, input.as_deref());
+            jobs.finish(&task_tracked, reply, input.as_ref()).await;
         });
         match ack_rx.await {
             Ok(Ok(())) => Ok(Accepted {
-                view: tracked.view(),
+                job: tracked.snapshot(),
                 replayed: false,
             }),
             Ok(Err(StoreError::DuplicateKey)) => {
                 // Another request with the same key won the race.
-                match idempotency.as_ref().map(|i| self.find_by_key(i)) {
-                    Some(Ok(Some(view))) => Ok(Accepted {
-                        view,
+                let Some(idem) = idempotency.as_ref() else {
+                    return Err(ApiError::Internal(
+                        "idempotency key conflict without a key".into(),
+                    ));
+                };
+                match self.find_by_key(idem).await? {
+                    Some(job) => Ok(Accepted {
+                        job,
                         replayed: true,
                     }),
-                    Some(Err(e)) => Err(e),
-                    _ => Err(ApiError::Internal(
+                    None => Err(ApiError::Internal(
                         "idempotency key conflict without a job".into(),
                     )),
                 }
@@ -682,16 +424,30 @@ impl AsyncJobs {
         }
     }
 
+    async fn remove_input(&self, input: Option<&InputRef>) {
+        if let Some(input) = input {
+            if let Err(e) = self.pages.remove_input(input).await {
+                tracing::warn!(?input, "cannot remove a job's kept input: {e}");
+            }
+        }
+    }
+
     /// Records how a job ended. A job stopped by shutdown (not by DELETE)
-    /// is left `queued` in the store, input kept, to run after restart.
-    fn finish(&self, tracked: &Tracked, reply: Result<Value, QueueError>, input: Option<&Path>) {
-        let cancel_requested = lock(&tracked.live).cancel_requested;
+    /// is left `queued` in the records, input kept, to run after restart.
+    async fn finish(
+        &self,
+        tracked: &Tracked,
+        reply: Result<Value, QueueError>,
+        input: Option<&InputRef>,
+    ) {
         let (state, result, error) = match reply {
             Ok(result) => (JobState::Done, Some(result), None),
             Err(err) => {
                 let state = match &err {
                     QueueError::Job { source, .. } => match source {
-                        JobError::Cancelled if cancel_requested => Some(JobState::Cancelled),
+                        JobError::Cancelled if tracked.cancel_requested() => {
+                            Some(JobState::Cancelled)
+                        }
                         JobError::QueueTimeout { .. } | JobError::Timeout { .. } => {
                             Some(JobState::Expired)
                         }
@@ -708,101 +464,69 @@ impl AsyncJobs {
                 (state, None, Some(error_value(&ApiError::from(err))))
             }
         };
-        if !tracked.finish(state, result.clone(), error.clone()) {
+        if !tracked.end(state, result.clone(), error.clone()) {
             return;
         }
         tracing::info!(job_id = %tracked.id, kind = tracked.kind, state = state.as_str(), "async job ended");
-        self.store
+        self.records
             .update(tracked.id, state, result, error, tracked.finished_ms());
-        if let Some(path) = input {
-            let _ = std::fs::remove_file(path);
-        }
+        self.remove_input(input).await;
     }
 
     /// Ends a job that will not run again (a recovered job past its
     /// deadline, one whose input is gone).
-    pub fn finish_unrun(&self, record: &JobRecord, err: ApiError) {
-        let tracked = Tracked::new(
-            record.id,
-            kind_name(&record.kind),
-            record.created_ms,
-            self.config.result_ttl,
-        );
-        let input = self.input_path(record.id);
-        lock(&self.live).insert(record.id, Arc::clone(&tracked));
-        let err = match err {
-            ApiError::Job { job_id, source } => QueueError::Job { job_id, source },
-            other => QueueError::job(record.id, JobError::Failed(other.to_string())),
-        };
-        self.finish(&tracked, Err(err), Some(&input));
+    pub async fn finish_unrun(&self, record: &JobRecord, kind: &'static str, err: QueueError) {
+        let tracked = self.track(record.id, kind, record.created_ms);
+        let input = InputRef::Kept { job_id: record.id };
+        self.finish(&tracked, Err(err), Some(&input)).await;
     }
 
     /// Cancels a job (DELETE): a queued one never runs, a running one is
     /// stopped. Waits briefly for the job to reach its final state so the
-    /// answer shows it. `Ok(None)`: no such job here or in the store.
-    pub async fn cancel(&self, id: Uuid) -> Result<Option<JobView>, ApiError> {
+    /// answer shows it. `Ok(None)`: no such job here or in the records.
+    pub async fn cancel(&self, id: Uuid) -> Result<Option<JobSnapshot>, ApiError> {
         let Some(tracked) = self.get_live(id) else {
-            return match self.view(id)? {
+            return match self.snapshot(id).await? {
                 None => Ok(None),
-                Some(view) if view.state.is_final() => Err(ApiError::Conflict(format!(
-                    "job {id} already ended ({})",
-                    view.state.as_str()
-                ))),
+                Some(job) if job.state.is_final() => Err(already_ended(id, job.state)),
                 Some(_) => Err(ApiError::Conflict(format!(
                     "job {id} runs on another instance; cancel it there"
                 ))),
             };
         };
         if !tracked.request_cancel() {
-            return Err(ApiError::Conflict(format!(
-                "job {id} already ended ({})",
-                tracked.state().as_str()
-            )));
+            return Err(already_ended(id, tracked.state()));
         }
-        let mut changes = tracked.subscribe();
-        let ended = async {
-            while !tracked.state().is_final() {
-                if changes.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
         // A running job stops within milliseconds (its renderer is
         // killed); the bound only keeps a stuck worker from holding the
         // request.
+        let log = tracked.log();
+        let from = log.len().saturating_sub(1);
+        let ended = futures_util::StreamExt::collect::<Vec<_>>(log.follow(from));
         let _ = tokio::time::timeout(Duration::from_secs(2), ended).await;
-        let view = tracked.view();
+        let job = tracked.snapshot();
         // The job may have finished on its own as the cancel arrived: then
         // it was not cancelled, and the answer says how it ended.
-        if view.state.is_final() && view.state != JobState::Cancelled {
-            return Err(ApiError::Conflict(format!(
-                "job {id} already ended ({})",
-                view.state.as_str()
-            )));
+        if job.state.is_final() && job.state != JobState::Cancelled {
+            return Err(already_ended(id, job.state));
         }
-        Ok(Some(view))
+        Ok(Some(job))
     }
 
-    /// Resumes a recovered job (its record claimed by this instance).
+    /// Runs a recovered job again (its record claimed by this instance).
     pub async fn resume<W: Worker>(
         self: &Arc<Self>,
         queue: &JobQueue<W>,
         record: &JobRecord,
         job: W::Job,
         mut options: SubmitOptions,
-        to_result: Box<dyn FnOnce(Completed<W::Output>) -> Value + Send>,
-        input: Option<PathBuf>,
+        to_result: ToResult<W::Output>,
+        input: Option<InputRef>,
     ) {
-        let tracked = Tracked::new(
-            record.id,
-            kind_name(&record.kind),
-            record.created_ms,
-            self.config.result_ttl,
-        );
+        let tracked = self.track(record.id, queue.name(), record.created_ms);
         options.detached = true;
         options.job_id = Some(record.id);
         options.observer = Some(Arc::clone(&tracked) as Arc<dyn JobObserver>);
-        lock(&self.live).insert(record.id, Arc::clone(&tracked));
         let mut job = Some(job);
         // The queue may be full of new work: wait for room rather than
         // drop a promised job.
@@ -815,135 +539,19 @@ impl AsyncJobs {
                     tokio::time::sleep(Duration::from_secs(retry_after.min(5))).await;
                 }
                 Err((_, _)) => {
-                    // Draining: it stays queued in the store.
-                    lock(&self.live).remove(&record.id);
+                    // Draining: it stays queued in the records.
+                    self.live.lock().remove(&record.id);
                     return;
                 }
             }
         };
         self.stats.recovered.fetch_add(1, Ordering::Relaxed);
-        *lock(&tracked.control) = Some(Box::new(pending.handle()));
+        tracked.set_control(Box::new(pending.handle()));
         let jobs = Arc::clone(self);
         self.tasks.spawn(async move {
             let reply = pending.wait().await.map(to_result);
-            jobs.finish(&tracked, reply, input.as_deref());
+            jobs.finish(&tracked, reply, input.as_ref()).await;
         });
-    }
-
-    /// Unfinished jobs whose owner died, claimed for this instance.
-    pub fn claim_orphans(&self) -> Vec<JobRecord> {
-        let dir = jobs_dir(&self.out_dir).join("instances");
-        let records = match self.store.unfinished() {
-            Ok(records) => records,
-            Err(e) => {
-                tracing::error!("cannot read unfinished jobs: {e}");
-                return Vec::new();
-            }
-        };
-        records
-            .into_iter()
-            .filter(|r| r.owner != self.instance_id())
-            .filter(|r| election::instance_is_dead(&dir, &r.owner))
-            .filter_map(
-                |mut r| match self.store.claim(r.id, &r.owner, self.instance_id()) {
-                    Ok(true) => {
-                        r.owner = self.instance_id().to_string();
-                        Some(r)
-                    }
-                    Ok(false) => None,
-                    Err(e) => {
-                        tracing::error!(job_id = %r.id, "cannot claim an orphaned job: {e}");
-                        None
-                    }
-                },
-            )
-            .collect()
-    }
-
-    /// Periodic housekeeping. Every instance forgets its own finished jobs
-    /// past the TTL and recounts the records; the primary alone removes
-    /// expired records and output (async and sync) and dead instances'
-    /// lock files.
-    pub fn sweep(&self) {
-        let cutoff = now_ms().saturating_sub(self.config.result_ttl.as_millis() as u64);
-        self.forget_finished();
-        if self.is_primary() {
-            self.remove_expired(cutoff);
-        }
-        match self.store.count() {
-            Ok(n) => self.tracked.store(n, Ordering::Relaxed),
-            Err(e) => tracing::warn!("cannot count job records: {e}"),
-        }
-    }
-
-    /// Drops finished jobs from memory once [`FINISHED_IN_MEMORY`] has
-    /// passed: afterwards the database answers for them, so memory holds
-    /// the running jobs and those of the last seconds, not a TTL's worth of
-    /// pages and events. Cheap; run more often than [`AsyncJobs::sweep`].
-    pub fn forget_finished(&self) {
-        let ttl_ms = self.config.result_ttl.as_millis() as u64;
-        let keep_ms = ttl_ms.min(FINISHED_IN_MEMORY.as_millis() as u64);
-        let forget_before = now_ms().saturating_sub(keep_ms);
-        lock(&self.live).retain(|_, t| t.finished_ms().is_none_or(|f| f > forget_before));
-    }
-
-    fn remove_expired(&self, cutoff: u64) {
-        loop {
-            let ids = match self.store.finished_before(cutoff, 500) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    tracing::error!("cannot list expired jobs: {e}");
-                    return;
-                }
-            };
-            if ids.is_empty() {
-                break;
-            }
-            for id in &ids {
-                let _ = std::fs::remove_dir_all(self.out_dir.join(id.to_string()));
-                let _ = std::fs::remove_file(self.input_path(*id));
-            }
-            if let Err(e) = self.store.delete(&ids) {
-                tracing::error!("cannot delete expired jobs: {e}");
-                return;
-            }
-            self.stats
-                .removed
-                .fetch_add(ids.len() as u64, Ordering::Relaxed);
-            tracing::info!(jobs = ids.len(), "removed expired async jobs");
-            if ids.len() < 500 {
-                break;
-            }
-        }
-        // Sync jobs' output has no record: its folder's age tells.
-        let cutoff_time = UNIX_EPOCH + Duration::from_millis(cutoff);
-        let Ok(entries) = std::fs::read_dir(&self.out_dir) else {
-            return;
-        };
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Uuid::parse_str(n).ok())
-            else {
-                continue;
-            };
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|m| m < cutoff_time);
-            if old
-                && matches!(self.store.get(id), Ok(None))
-                && std::fs::remove_dir_all(entry.path()).is_ok()
-            {
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            tracing::info!(folders = removed, "removed expired sync job output");
-        }
-        election::remove_dead_instance_locks(&jobs_dir(&self.out_dir).join("instances"));
     }
 
     /// The workers have stopped: end every event stream still open.
@@ -961,17 +569,7 @@ impl AsyncJobs {
     pub async fn close(&self, wait: Duration) {
         self.tasks.close();
         let _ = tokio::time::timeout(wait, self.tasks.wait()).await;
-        let store = Arc::clone(&self.store);
-        let _ = tokio::task::spawn_blocking(move || store.flush()).await;
-        self.election.resign();
-    }
-}
-
-/// The static name of a worker type read back from the store.
-fn kind_name(kind: &str) -> &'static str {
-    match kind {
-        "pdf" => "pdf",
-        "message" => "message",
-        _ => "unknown",
+        self.records.flush().await;
+        self.lease.resign();
     }
 }

@@ -406,8 +406,8 @@ impl JobObserver for Recorder {
     fn total(&self, total: u64) {
         self.0.lock().push(format!("total {total}"));
     }
-    fn unit(&self, done: u64, detail: serde_json::Value) {
-        self.0.lock().push(format!("unit {done} {detail}"));
+    fn page(&self, done: u64, page: &crate::storage::StoredPage) {
+        self.0.lock().push(format!("page {done}: {}", page.page));
     }
 }
 

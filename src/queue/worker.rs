@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::pool::WorkerSlot;
 use super::ticket::Ticket;
+use crate::storage::StoredPage;
 
 /// A failure of a job that was admitted to a queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,12 +113,12 @@ impl JobContext {
         self.slot.progress.store(done, Ordering::Relaxed);
     }
 
-    /// Report one more unit done, with what it made (`detail` is built only
-    /// when someone watches the job: an async job's events).
-    pub fn unit_done(&self, done: u64, detail: impl FnOnce() -> serde_json::Value) {
+    /// Report one more page stored (`done` counting from 1), for status
+    /// displays and for whoever watches the job (an async job's events).
+    pub fn page_done(&self, done: u64, page: &StoredPage) {
         self.progress(done);
         if let Some(observer) = &self.observer {
-            observer.unit(done, detail());
+            observer.page(done, page);
         }
     }
 
@@ -138,8 +139,8 @@ pub trait JobObserver: Send + Sync + 'static {
     fn started(&self, worker: &str);
     /// The job has `total` units in all.
     fn total(&self, total: u64);
-    /// Unit `done` (counting from 1) is finished; `detail` says what it made.
-    fn unit(&self, done: u64, detail: serde_json::Value);
+    /// Page `done` (counting from 1) is stored.
+    fn page(&self, done: u64, page: &StoredPage);
 }
 
 /// A type with no values: channels of it only ever disconnect.

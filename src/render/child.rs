@@ -26,6 +26,7 @@ use pdfium_render::prelude::*;
 
 use super::pages;
 use super::protocol::{read_frame, write_frame, Event, FailKind, PageInfo, Request, Source};
+use crate::storage::{page_file_name, ImageFormat};
 
 /// Environment variable naming the pdfium library for the renderer.
 pub const ENV_LIBRARY: &str = "JOBSERVER_PDFIUM_LIBRARY";
@@ -250,7 +251,9 @@ pub fn render(
                     )
                 })?;
         }
-        let path = request.out_dir.join(page_file_name(number));
+        let path = request
+            .out_dir
+            .join(page_file_name(number, ImageFormat::Png));
         let bytes = write_png(&path, &buffer[..needed], width, height, stride).map_err(|e| {
             (
                 FailKind::Engine,
@@ -270,11 +273,6 @@ pub fn render(
         .map_err(engine)?;
     }
     Ok(())
-}
-
-/// File name of a rendered page: `page-001.png` (wider past page 999).
-pub fn page_file_name(page: u32) -> String {
-    format!("page-{page:03}.png")
 }
 
 /// Pixel size of a page of `w_pt` x `h_pt` points at `dpi`, rounded up as

@@ -14,8 +14,10 @@
 //!   pdfium).
 //! * [`process`]: the parent's handle on one renderer: spawn, render, kill.
 //! * [`pages`]: page-range syntax (`1-3,7`).
+//! * [`engine`]: pdfium's availability and the renderers' counters.
 
 pub mod child;
+pub mod engine;
 pub mod pages;
 pub mod process;
 pub mod protocol;

@@ -37,8 +37,8 @@ pub enum RenderError {
     #[error("{message}")]
     Job { kind: FailKind, message: String },
     /// The renderer process died (crash, killed, out of memory).
-    #[error("the renderer process died ({status}) while rendering this job")]
-    Crashed { status: String },
+    #[error("the renderer process died ({exit}) while rendering this job{}", detail.as_deref().map(|d| format!("; {d}")).unwrap_or_default())]
+    Crashed { exit: Exit, detail: Option<String> },
     /// pdfium could not be loaded: no renderer can run.
     #[error("{0}")]
     Unavailable(String),
@@ -154,24 +154,14 @@ impl Renderer {
         let mut pages = Vec::new();
         let event_rx = self.events.clone();
         loop {
-            let mut select = Select::new();
-            let events = select.recv(&event_rx);
-            let cancel = select.recv(cancelled);
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            let op = match select.select_timeout(timeout) {
-                Ok(op) => op,
-                Err(_) => {
+            let event = match wait_any(&[&event_rx], cancelled, deadline) {
+                Waited::Event(_, event) => event,
+                Waited::Cancelled => {
                     self.kill();
                     return Err(RenderError::Cancelled);
                 }
             };
-            if op.index() == cancel {
-                let _ = op.recv(cancelled);
-                self.kill();
-                return Err(RenderError::Cancelled);
-            }
-            debug_assert_eq!(op.index(), events);
-            match op.recv(&event_rx) {
+            match event {
                 Ok(Ok(Event::Opened {
                     page_count: n,
                     rendering,
@@ -192,14 +182,14 @@ impl Renderer {
                     return Err(RenderError::Job { kind, message });
                 }
                 Ok(Ok(Event::Ready { .. })) => {
-                    let status = self.kill();
+                    let exit = self.kill();
                     return Err(RenderError::Io(format!(
-                        "renderer restarted mid-job ({status})"
+                        "renderer restarted mid-job ({exit})"
                     )));
                 }
                 Ok(Err(_)) | Err(_) => {
-                    let status = self.kill();
-                    return Err(RenderError::Crashed { status });
+                    let exit = self.kill();
+                    return Err(RenderError::Crashed { exit, detail: None });
                 }
             }
         }
@@ -209,9 +199,10 @@ impl Renderer {
     /// On failure the renderer is dead and has been reaped.
     pub fn send(&mut self, request: &Request, payload: &[u8]) -> Result<(), RenderError> {
         write_frame(&mut self.stdin, request, payload).map_err(|e| {
-            let status = self.kill();
+            let exit = self.kill();
             RenderError::Crashed {
-                status: format!("{status}; sending the job failed: {e}"),
+                exit,
+                detail: Some(format!("sending the job failed: {e}")),
             }
         })
     }
@@ -235,8 +226,8 @@ impl Renderer {
     }
 
     /// Kills the process (if it still runs), reaps it so no zombie is left,
-    /// and describes how it ended.
-    pub fn kill(&mut self) -> String {
+    /// and says how it ended.
+    pub fn kill(&mut self) -> Exit {
         let status = match self.child.try_wait() {
             Ok(Some(status)) => Some(status),
             _ => {
@@ -247,7 +238,7 @@ impl Renderer {
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
-        status.map_or_else(|| "unknown exit".to_string(), describe)
+        status.map_or(Exit::Unknown, Exit::of)
     }
 }
 
@@ -257,14 +248,76 @@ impl Drop for Renderer {
     }
 }
 
-fn describe(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(9)) => "killed by SIGKILL".to_string(),
-        (None, Some(11)) => "crashed with SIGSEGV".to_string(),
-        (None, Some(6)) => "aborted (SIGABRT), possibly out of memory".to_string(),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        (None, None) => "unknown exit".to_string(),
+/// How a renderer process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    Unknown,
+}
+
+impl Exit {
+    fn of(status: ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(signal)) => Exit::Signal(signal),
+            (None, None) => Exit::Unknown,
+        }
     }
+
+    /// `abort()`: what pdfium (and Rust's allocation-failure handler) do
+    /// when an allocation fails under the renderer's memory cap.
+    pub fn is_abort(self) -> bool {
+        self == Exit::Signal(libc::SIGABRT)
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Exit::Code(code) => write!(f, "exit code {code}"),
+            Exit::Signal(libc::SIGKILL) => f.write_str("killed by SIGKILL"),
+            Exit::Signal(libc::SIGSEGV) => f.write_str("crashed with SIGSEGV"),
+            Exit::Signal(libc::SIGABRT) => f.write_str("aborted (SIGABRT), possibly out of memory"),
+            Exit::Signal(signal) => write!(f, "killed by signal {signal}"),
+            Exit::Unknown => f.write_str("unknown exit"),
+        }
+    }
+}
+
+/// What [`wait_any`] saw first.
+pub enum Waited {
+    /// An event (or the end of the stream: the renderer died) on the
+    /// receiver at this index.
+    Event(
+        usize,
+        Result<Result<Event, String>, crossbeam_channel::RecvError>,
+    ),
+    /// The job was cancelled or its deadline passed.
+    Cancelled,
+}
+
+/// Waits for the next event of any of `events` (renderers working on one
+/// job), for cancellation, or for the deadline, whichever comes first.
+pub fn wait_any(
+    events: &[&Receiver<Result<Event, String>>],
+    cancelled: &Receiver<crate::queue::Never>,
+    deadline: Instant,
+) -> Waited {
+    let mut select = Select::new();
+    for rx in events {
+        select.recv(rx);
+    }
+    let cancel = select.recv(cancelled);
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let Ok(op) = select.select_timeout(timeout) else {
+        return Waited::Cancelled;
+    };
+    if op.index() == cancel {
+        let _ = op.recv(cancelled);
+        return Waited::Cancelled;
+    }
+    let i = op.index();
+    Waited::Event(i, op.recv(events[i]))
 }

@@ -35,7 +35,8 @@ pub struct Request {
     pub dpi: u32,
     /// 1-based page numbers to render, ascending; `None` renders all.
     pub pages: Option<Vec<(u32, Option<u32>)>>,
-    /// Folder the pages are written to (created by the worker).
+    /// Scratch folder the pages are written to (the page store takes them
+    /// from there).
     pub out_dir: PathBuf,
     pub max_pages: u32,
     pub max_pixels: u64,

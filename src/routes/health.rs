@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::queue::{JobQueue, Worker};
 use crate::state::AppState;
 
 /// One pool's health, as the probes see it.
@@ -18,21 +17,28 @@ pub struct PoolHealth {
     pub live_workers: usize,
     pub depth: usize,
     pub capacity: usize,
+    /// The worker type's engine, and why it cannot take jobs now.
+    pub engine: &'static str,
+    pub unavailable: Option<String>,
 }
 
-impl PoolHealth {
-    pub fn of<W: Worker>(queue: &JobQueue<W>) -> Self {
-        PoolHealth {
-            queue: queue.name(),
-            live_workers: queue.live_workers(),
-            depth: queue.depth(),
-            capacity: queue.config().queue_capacity,
-        }
-    }
-}
-
-pub fn pools(state: &AppState) -> [PoolHealth; 2] {
-    [PoolHealth::of(&state.message), PoolHealth::of(&state.pdf)]
+/// Every registered worker type's pool.
+pub fn pools(state: &AppState) -> Vec<PoolHealth> {
+    state
+        .kinds
+        .iter()
+        .map(|kind| {
+            let pool = kind.pool();
+            PoolHealth {
+                queue: kind.name(),
+                live_workers: pool.live_workers(),
+                depth: pool.depth(),
+                capacity: pool.config().queue_capacity,
+                engine: kind.engine(),
+                unavailable: kind.unavailable(),
+            }
+        })
+        .collect()
 }
 
 /// Live unless a pool has lost every worker thread (and it is not merely
@@ -54,19 +60,18 @@ pub fn liveness(pools: &[PoolHealth], draining: bool) -> (StatusCode, Value) {
     }
 }
 
-/// Ready when jobs can be taken now: not draining, pdfium loadable, every
-/// pool with live workers and room in its queue.
-pub fn readiness(
-    pools: &[PoolHealth],
-    draining: bool,
-    pdfium: Option<String>,
-) -> (StatusCode, Value) {
+/// Ready when jobs can be taken now: not draining, every worker type's
+/// engine available (pdfium loadable), every pool with live workers and
+/// room in its queue.
+pub fn readiness(pools: &[PoolHealth], draining: bool) -> (StatusCode, Value) {
     let mut failed = Vec::new();
     if draining {
         failed.push(json!({"check": "draining", "message": "server is shutting down"}));
     }
-    if let Some(reason) = pdfium {
-        failed.push(json!({"check": "pdfium", "queue": "pdf", "message": reason}));
+    for pool in pools {
+        if let Some(reason) = &pool.unavailable {
+            failed.push(json!({"check": pool.engine, "queue": pool.queue, "message": reason}));
+        }
     }
     for pool in pools {
         if pool.live_workers == 0 {
@@ -99,11 +104,7 @@ pub async fn livez(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Not ready; `failed` lists the checks", body = Object)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let (status, body) = readiness(
-        &pools(&state),
-        state.is_draining(),
-        state.engine.unavailable(),
-    );
+    let (status, body) = readiness(&pools(&state), state.is_draining());
     (status, Json(body)).into_response()
 }
 
@@ -117,6 +118,8 @@ mod tests {
             live_workers,
             depth,
             capacity: 4,
+            engine: "pdfium",
+            unavailable: None,
         }
     }
 
@@ -135,8 +138,12 @@ mod tests {
 
     #[test]
     fn readiness_names_every_failed_check() {
-        assert_eq!(readiness(&[pool(2, 0)], false, None).0, StatusCode::OK);
-        let (status, body) = readiness(&[pool(0, 4)], true, Some("no pdfium".into()));
+        assert_eq!(readiness(&[pool(2, 0)], false).0, StatusCode::OK);
+        let broken = PoolHealth {
+            unavailable: Some("no pdfium".into()),
+            ..pool(0, 4)
+        };
+        let (status, body) = readiness(&[broken], true);
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         let checks: Vec<&str> = body["failed"]
             .as_array()

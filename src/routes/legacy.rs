@@ -9,19 +9,21 @@
 //! (`?mode=async`, `Prefer: respond-async`) it answers 202 with the job's
 //! view, like every job endpoint.
 
-use axum::extract::{FromRequest as _, Request, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, AsyncMode};
+use crate::kind::JobKind;
 use crate::queue::Completed;
 use crate::state::AppState;
-use crate::workers::pdf::PdfInput;
 
-use super::message::MessageRequest;
+use super::message::{MessageKind, MessageRequest};
+use super::pdf::{data_file, PdfKind, PdfOptions};
+use super::submit::{accept, run};
 
 /// The PDF `pdf2image` renders when `data` names none.
 pub const DEFAULT_SAMPLE: &str = "sample.pdf";
@@ -67,7 +69,7 @@ pub struct LegacyResult {
     request_body = LegacyRequest,
     responses(
         (status = 200, description = "The job ran", body = LegacyReply),
-        (status = 202, description = "Async mode: accepted; follow Location", body = crate::jobs::JobView),
+        (status = 202, description = "Async mode: accepted; follow Location", body = super::view::JobView),
         (status = 400, description = "Malformed JSON, or a path leaving DATA_DIR", body = ErrorBody),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
@@ -78,43 +80,42 @@ pub struct LegacyResult {
     ))]
 pub async fn multi_thread(
     State(state): State<AppState>,
-    request: Request,
+    mode: AsyncMode,
+    ApiJson(request): ApiJson<LegacyRequest>,
 ) -> Result<Response, ApiError> {
-    let mode = super::jobs::Mode::read(request.uri().query(), request.headers())?;
-    let ApiJson(request) = ApiJson::<LegacyRequest>::from_request(request, &state).await?;
     match request.job_type.as_str() {
         "message" => {
+            let kind = registered::<MessageKind>(&state)?;
             let message = MessageRequest {
                 text: request.data,
                 work_ms: request.work_ms,
                 timeout_ms: None,
             };
             if mode.is_async {
-                return super::jobs::submit_message(&state, message, &mode).await;
+                return accept(&state, &kind, &mode, message, None).await;
             }
-            let (job, options) = message.into_job()?;
-            let done = state.message.run(job, options).await?;
+            let done = run(&kind, &message, None).await?;
             let text = done.output.text.clone();
             Ok(seed_shape(&done, text))
         }
         "pdf2image" => {
+            let kind = registered::<PdfKind>(&state)?;
             let name = if request.data.is_empty() {
                 DEFAULT_SAMPLE
             } else {
                 request.data.as_str()
             };
             let path = super::pdf::resolve_data_path(&state.config.data_dir, name)?;
+            let input = Some(data_file(path));
+            let options = PdfOptions::default();
             if mode.is_async {
-                let input = PdfInput::File(path);
-                return super::jobs::submit_pdf(&state, input, Default::default(), &mode).await;
+                return accept(&state, &kind, &mode, options, input).await;
             }
-            let (job, options) =
-                super::pdf::build_job(&state, PdfInput::File(path), Default::default())?;
-            let done = super::pdf::run(&state, job, options).await?;
+            let done = run(&kind, &options, input.as_ref()).await?;
             let text = format!(
-                "rendered {} pages to {}/ nPages={}",
+                "rendered {} pages to /jobs/{}/pages/ nPages={}",
                 done.output.pages.len(),
-                done.output.out_dir.display(),
+                done.job_id,
                 done.output.page_count
             );
             Ok(seed_shape(&done, text))
@@ -123,6 +124,12 @@ pub async fn multi_thread(
             "unknown jobType {other:?}; expected \"message\" or \"pdf2image\""
         ))),
     }
+}
+
+fn registered<K: JobKind>(state: &AppState) -> Result<std::sync::Arc<K>, ApiError> {
+    state
+        .kind::<K>()
+        .ok_or_else(|| ApiError::Unavailable(format!("no {} workers run here", K::NAME)))
 }
 
 fn seed_shape<O>(done: &Completed<O>, data: String) -> Response {

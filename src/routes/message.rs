@@ -1,21 +1,27 @@
 //! `POST /jobs/message`: a message job, answered when a message worker has
-//! run it.
+//! run it (or at once with 202 in async mode). Also the `message` worker
+//! type's registration: [`MessageKind`].
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::ApiJson;
-use crate::queue::{Completed, SubmitOptions};
-use crate::state::AppState;
-use crate::workers::message::{MessageJob, MessageOutput, MAX_WORK_MS};
+use crate::extract::{ApiJson, AsyncMode, Kind};
+use crate::kind::JobKind;
+use crate::queue::{Completed, JobQueue, SubmitOptions};
+use crate::state::{AppState, StartContext};
+use crate::storage::JobInput;
+use crate::workers::message::{MessageJob, MessageOutput, MessageWorker, MAX_WORK_MS};
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+use super::submit::run_or_accept;
+
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageRequest {
     pub text: String,
@@ -36,23 +42,66 @@ pub struct MessageResponse {
     pub total_ms: f64,
 }
 
-impl MessageRequest {
-    pub fn into_job(self) -> Result<(MessageJob, SubmitOptions), ApiError> {
-        if self.work_ms > MAX_WORK_MS {
+/// The `message` worker type.
+pub struct MessageKind {
+    queue: JobQueue<MessageWorker>,
+}
+
+impl MessageKind {
+    pub fn start(ctx: &StartContext) -> std::io::Result<Self> {
+        let queue = JobQueue::start(Self::NAME, ctx.config.message.clone(), |_| MessageWorker)?;
+        Ok(MessageKind { queue })
+    }
+}
+
+impl JobKind for MessageKind {
+    type Worker = MessageWorker;
+    type Params = MessageRequest;
+    type Reply = MessageResponse;
+    const NAME: &'static str = "message";
+
+    fn queue(&self) -> &JobQueue<MessageWorker> {
+        &self.queue
+    }
+
+    fn build(
+        &self,
+        request: &MessageRequest,
+        _input: Option<&JobInput>,
+    ) -> Result<(MessageJob, SubmitOptions), ApiError> {
+        if request.work_ms > MAX_WORK_MS {
             return Err(ApiError::Invalid(format!(
                 "work_ms must be at most {MAX_WORK_MS}"
             )));
         }
         let options = SubmitOptions {
-            timeout: super::timeout_from(self.timeout_ms)?,
+            timeout: super::timeout_from(request.timeout_ms)?,
             ..SubmitOptions::default()
         };
         let job = MessageJob {
-            text: self.text,
-            work: Duration::from_millis(self.work_ms),
+            text: request.text.clone(),
+            work: Duration::from_millis(request.work_ms),
         };
         Ok((job, options))
     }
+
+    fn reply(&self, done: Completed<MessageOutput>) -> MessageResponse {
+        MessageResponse {
+            job_id: done.job_id,
+            worker: done.worker,
+            result: done.output,
+            queue_ms: done.queue_ms,
+            run_ms: done.run_ms,
+            total_ms: done.total_ms,
+        }
+    }
+}
+
+/// The message type's routes, with the JSON body limit.
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(message_submit))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
 }
 
 /// Runs a message job: CPU-bound hashing of `text` for `work_ms`.
@@ -61,7 +110,7 @@ impl MessageRequest {
     request_body = MessageRequest,
     responses(
         (status = 200, description = "The job ran", body = MessageResponse),
-        (status = 202, description = "Async mode (`?mode=async` or `Prefer: respond-async`): accepted; follow Location", body = crate::jobs::JobView),
+        (status = 202, description = "Async mode (`?mode=async` or `Prefer: respond-async`): accepted; follow Location", body = super::view::JobView),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 413, description = "Body over MAX_BODY_BYTES", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
@@ -70,25 +119,11 @@ impl MessageRequest {
         (status = 503, description = "Queue full (see Retry-After) or shutting down", body = ErrorBody),
         (status = 504, description = "Deadline passed; the job was stopped or never started", body = ErrorBody),
     ))]
-pub async fn submit(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    use axum::extract::FromRequest as _;
-    let mode = super::jobs::Mode::read(request.uri().query(), request.headers())?;
-    let ApiJson(request) = ApiJson::<MessageRequest>::from_request(request, &state).await?;
-    if mode.is_async {
-        return super::jobs::submit_message(&state, request, &mode).await;
-    }
-    let (job, options) = request.into_job()?;
-    let done = state.message.run(job, options).await?;
-    Ok(Json(response(done)).into_response())
-}
-
-pub(crate) fn response(done: Completed<MessageOutput>) -> MessageResponse {
-    MessageResponse {
-        job_id: done.job_id,
-        worker: done.worker,
-        result: done.output,
-        queue_ms: done.queue_ms,
-        run_ms: done.run_ms,
-        total_ms: done.total_ms,
-    }
+pub async fn message_submit(
+    State(state): State<AppState>,
+    Kind(kind): Kind<MessageKind>,
+    mode: AsyncMode,
+    ApiJson(request): ApiJson<MessageRequest>,
+) -> Result<Response, ApiError> {
+    run_or_accept(&state, &kind, &mode, request, None).await
 }

@@ -13,9 +13,11 @@
 mod health;
 mod jobs;
 mod legacy;
-mod message;
-mod pdf;
+pub mod message;
+pub mod pdf;
 mod status;
+pub mod submit;
+pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +39,7 @@ use utoipa_axum::routes;
 
 use crate::config::RateLimitConfig;
 use crate::error::ApiError;
-use crate::state::AppState;
-
-pub use jobs::resume_orphans;
+use crate::state::{AppState, Registry};
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -82,23 +82,44 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
 }
 
+/// The built-in worker types, each with its routes: `message` and `pdf`.
+/// A server with more types registers them on this (or on an empty
+/// [`Registry`]) before it starts.
+pub fn standard_kinds() -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .register(message::MessageKind::start, message::routes)
+        .register(pdf::PdfKind::start, pdf::routes);
+    registry
+}
+
 /// Every documented route. Routes are registered only through `routes!`,
 /// which also records them in the OpenAPI document, so the two cannot drift.
 fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
-    let mut jobs = OpenApiRouter::new()
-        .routes(routes!(message::submit))
-        .routes(routes!(legacy::multi_thread))
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        // Uploads get their own, larger limit.
-        .merge(
+    let mut jobs = OpenApiRouter::new();
+    for (kind, routes) in state.kinds.with_routes() {
+        let routes = routes(state);
+        // Refusals on a type's submit (POST) routes count against its queue.
+        for (path, item) in &routes.get_openapi().paths.paths {
+            if item.post.is_some() {
+                state.http.route_feeds(path, kind.name());
+            }
+        }
+        jobs = jobs.merge(routes);
+    }
+    // The seed's endpoint feeds both built-in types; it is counted apart.
+    if state.kind::<message::MessageKind>().is_some() || state.kind::<pdf::PdfKind>().is_some() {
+        jobs = jobs.merge(
             OpenApiRouter::new()
-                .routes(routes!(pdf::submit))
-                .layer(DefaultBodyLimit::max(state.config.pdf.max_upload_bytes)),
-        )
-        .routes(routes!(pdf::page))
-        .routes(routes!(jobs::get, jobs::cancel))
-        .routes(routes!(jobs::events))
-        .routes(routes!(jobs::archive));
+                .routes(routes!(legacy::multi_thread))
+                .layer(DefaultBodyLimit::max(state.config.max_body_bytes)),
+        );
+        state.http.route_feeds("/multiThread", "legacy");
+    }
+    jobs = jobs
+        .routes(routes!(jobs::job_get, jobs::job_cancel))
+        .routes(routes!(jobs::job_events))
+        .routes(routes!(jobs::job_archive));
     if let Some(governor) = rate_limiter(&state.config.rate_limit) {
         jobs = jobs.layer(governor);
     }
@@ -120,7 +141,7 @@ fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
         title = "jobserver",
         description = "Runs CPU-heavy jobs (PDF rendering with pdfium) on dedicated worker threads behind bounded queues. Every error has the shape of ErrorBody."
     ),
-    components(schemas(crate::error::ErrorBody, crate::jobs::JobView)),
+    components(schemas(crate::error::ErrorBody, view::JobView)),
     tags(
         (name = "jobs", description = "Submit jobs and fetch their output (rate-limited per client IP)"),
         (name = "health", description = "Probes, status, metrics, documentation (never rate-limited)")
@@ -261,7 +282,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Shared by job handlers: a caller may shorten a deadline, never lengthen it.
+/// Shared by job kinds: a caller may shorten a deadline, never lengthen it.
 pub(crate) fn timeout_from(timeout_ms: Option<u64>) -> Result<Option<Duration>, ApiError> {
     match timeout_ms {
         Some(0) => Err(ApiError::Invalid("timeout_ms must be at least 1".into())),

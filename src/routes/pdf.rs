@@ -1,5 +1,6 @@
 //! `POST /jobs/pdf` (render a PDF's pages to PNG) and
-//! `GET /jobs/{job_id}/pages/{n}` (fetch one rendered page).
+//! `GET /jobs/{job_id}/pages/{n}` (fetch one rendered page); also the
+//! `pdf` worker type's registration: [`PdfKind`].
 //!
 //! The PDF arrives as a raw body (`Content-Type: application/pdf`), as the
 //! `file` field of a multipart upload, or as JSON `{"path": ...}` naming a
@@ -9,25 +10,35 @@
 //! `timeout_ms`; the body wins where both give one.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{body_error, ApiJson, ApiQuery};
-use crate::queue::{Completed, SubmitOptions};
-use crate::render::child::page_file_name;
+use crate::extract::{body_error, ApiJson, ApiQuery, AsyncMode, JobId, Kind};
+use crate::kind::JobKind;
+use crate::metrics::{label, Exposition};
+use crate::queue::{Completed, JobQueue, SubmitOptions};
+use crate::render::engine::EngineStatus;
 use crate::render::pages;
-use crate::state::AppState;
-use crate::workers::pdf::{PdfInput, PdfJob, PdfOutput};
+use crate::render::process::RendererSpec;
+use crate::state::{AppState, StartContext};
+use crate::storage::{InputRef, JobInput};
+use crate::workers::pdf::{PdfJob, PdfOutput, PdfSettings, PdfWorker, RendererSlots};
+
+use super::submit::run_or_accept;
+use super::view::PageLink;
 
 /// Options shared by every way of sending a PDF.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PdfOptions {
@@ -41,6 +52,8 @@ pub struct PdfOptions {
     pub timeout_ms: Option<u64>,
     /// `async`: answer 202 at once and run the job detached (see `/jobs/{job_id}`).
     /// `Prefer: respond-async` does the same unless `mode=sync` is given.
+    /// Not recorded with the job.
+    #[serde(skip_serializing)]
     pub mode: Option<String>,
 }
 
@@ -68,15 +81,6 @@ pub struct PdfJsonBody {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PageLink {
-    pub page: u32,
-    pub width: u32,
-    pub height: u32,
-    pub bytes: u64,
-    pub url: String,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PdfResponse {
     pub job_id: Uuid,
     pub worker: String,
@@ -86,6 +90,222 @@ pub struct PdfResponse {
     pub queue_ms: f64,
     pub run_ms: f64,
     pub total_ms: f64,
+}
+
+/// The `pdf` worker type: its queue, its renderers' shared state, its limits.
+pub struct PdfKind {
+    queue: JobQueue<PdfWorker>,
+    engine: Arc<EngineStatus>,
+    config: crate::config::PdfConfig,
+}
+
+impl PdfKind {
+    pub fn start(ctx: &StartContext) -> std::io::Result<Self> {
+        let config = ctx.config.pdf.clone();
+        let exe = match &config.renderer_exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe()?,
+        };
+        let settings = Arc::new(PdfSettings {
+            renderer: RendererSpec {
+                exe,
+                library: config.pdfium_library(),
+                memory_limit_bytes: config.renderer_memory_limit_mb * 1024 * 1024,
+                max_payload_bytes: config.max_upload_bytes as u64,
+            },
+            pages: Arc::clone(&ctx.pages),
+            runtime: ctx.runtime.clone(),
+            max_pages: config.max_pages,
+            max_pixels: config.max_pixels,
+            renderer_max_jobs: config.renderer_max_jobs,
+            renderer_max_rss_bytes: config.renderer_max_rss_mb * 1024 * 1024,
+            fan_out: config.fan_out,
+        });
+        let slots = RendererSlots::new(config.pool.workers);
+        let engine = Arc::new(EngineStatus::default());
+        let workers_engine = Arc::clone(&engine);
+        let queue = JobQueue::start(Self::NAME, config.pool.clone(), move |i| {
+            PdfWorker::new(
+                i,
+                Arc::clone(&settings),
+                Arc::clone(&workers_engine),
+                slots.clone(),
+            )
+        })?;
+        Ok(PdfKind {
+            queue,
+            engine,
+            config,
+        })
+    }
+
+    pub fn engine(&self) -> &Arc<EngineStatus> {
+        &self.engine
+    }
+}
+
+impl JobKind for PdfKind {
+    type Worker = PdfWorker;
+    type Params = PdfOptions;
+    type Reply = PdfResponse;
+    const NAME: &'static str = "pdf";
+    const MAKES_PAGES: bool = true;
+    const ENGINE: &'static str = "pdfium";
+
+    fn queue(&self) -> &JobQueue<PdfWorker> {
+        &self.queue
+    }
+
+    /// Validates options against the configured limits and builds the job.
+    fn build(
+        &self,
+        options: &PdfOptions,
+        input: Option<&JobInput>,
+    ) -> Result<(PdfJob, SubmitOptions), ApiError> {
+        let pdf = &self.config;
+        let dpi = options.dpi.unwrap_or(pdf.default_dpi);
+        if dpi == 0 || dpi > pdf.max_dpi {
+            return Err(ApiError::BadRequest(format!(
+                "dpi must be between 1 and {} (PDF_MAX_DPI), got {dpi}",
+                pdf.max_dpi
+            )));
+        }
+        let pages = options
+            .pages
+            .as_deref()
+            .map(pages::parse)
+            .transpose()
+            .map_err(ApiError::BadRequest)?;
+        let timeout = super::timeout_from(options.timeout_ms)?;
+        // pdfium takes the password as a C string.
+        if options
+            .password
+            .as_deref()
+            .is_some_and(|p| p.contains('\0'))
+        {
+            return Err(ApiError::BadRequest(
+                "password must not contain NUL characters".into(),
+            ));
+        }
+        let input = input
+            .cloned()
+            .ok_or_else(|| ApiError::BadRequest("a PDF job needs a PDF".into()))?;
+        let job = PdfJob {
+            input,
+            dpi,
+            pages,
+            password: options.password.clone(),
+        };
+        Ok((
+            job,
+            SubmitOptions {
+                timeout,
+                ..SubmitOptions::default()
+            },
+        ))
+    }
+
+    fn reply(&self, done: Completed<PdfOutput>) -> PdfResponse {
+        let job_id = done.job_id;
+        PdfResponse {
+            job_id,
+            worker: done.worker,
+            page_count: done.output.page_count,
+            dpi: done.output.dpi,
+            pages: done
+                .output
+                .pages
+                .iter()
+                .map(|p| PageLink::of(job_id, p))
+                .collect(),
+            queue_ms: done.queue_ms,
+            run_ms: done.run_ms,
+            total_ms: done.total_ms,
+        }
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        self.engine.unavailable()
+    }
+
+    fn status(&self) -> Option<Value> {
+        let e = &self.engine;
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        Some(json!({
+            "available": e.unavailable().is_none(),
+            "unavailable_reason": e.unavailable(),
+            "library": self.config.pdfium_library(),
+            "renderer_pids": e.renderer_pids(),
+            "renderers_started": n(&e.renderers_started),
+            "renderer_crashes": n(&e.renderer_crashes),
+            "renderer_kills": n(&e.renderer_kills),
+            "renderer_recycles": n(&e.renderer_recycles),
+            "fanned_out_jobs": n(&e.fanned_out_jobs),
+            "pages_rendered": n(&e.pages_rendered),
+            "bytes_written": n(&e.bytes_written),
+        }))
+    }
+
+    fn metrics(&self, out: &mut Exposition) {
+        let e = &self.engine;
+        let n = |c: &std::sync::atomic::AtomicU64| {
+            vec![(
+                Vec::new(),
+                c.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )]
+        };
+        out.gauge(
+            "jobserver_pdf_engine_available",
+            "1 when pdfium can be loaded.",
+            [(Vec::new(), f64::from(u8::from(e.unavailable().is_none())))],
+        );
+        out.gauge(
+            "jobserver_pdf_renderers",
+            "Live renderer processes.",
+            [(Vec::new(), e.renderer_pids().len() as f64)],
+        );
+        out.counter(
+            "jobserver_pdf_renderer_starts_total",
+            "Renderer processes started.",
+            n(&e.renderers_started),
+        );
+        out.counter(
+            "jobserver_pdf_renderer_restarts_total",
+            "Renderers replaced after dying (crash) or being killed (deadline, cancellation).",
+            [
+                (label("reason", "crash"), n(&e.renderer_crashes)[0].1),
+                (label("reason", "killed"), n(&e.renderer_kills)[0].1),
+            ],
+        );
+        out.counter(
+            "jobserver_pdf_renderer_recycles_total",
+            "Healthy renderers replaced after PDF_RENDERER_MAX_JOBS jobs or above PDF_RENDERER_MAX_RSS_MB.",
+            n(&e.renderer_recycles),
+        );
+        out.counter(
+            "jobserver_pdf_fanned_out_jobs_total",
+            "Jobs whose pages were spread over idle workers' renderers.",
+            n(&e.fanned_out_jobs),
+        );
+        out.counter(
+            "jobserver_pdf_pages_rendered_total",
+            "Pages rendered and written.",
+            n(&e.pages_rendered),
+        );
+        out.counter(
+            "jobserver_pdf_written_bytes_total",
+            "Bytes of PNG written.",
+            n(&e.bytes_written),
+        );
+    }
+}
+
+/// The PDF type's routes: submit with the upload limit, and pages.
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(pdf_submit))
+        .layer(DefaultBodyLimit::max(state.config.pdf.max_upload_bytes))
+        .merge(OpenApiRouter::new().routes(routes!(page_get)))
 }
 
 /// Renders a PDF's pages to PNG files under `OUTPUT_DIR/<job_id>/`.
@@ -99,7 +319,7 @@ pub struct PdfResponse {
         )),
     responses(
         (status = 200, description = "Pages rendered", body = PdfResponse),
-        (status = 202, description = "Async mode: accepted; follow Location (`/jobs/{job_id}`)", body = crate::jobs::JobView),
+        (status = 202, description = "Async mode: accepted; follow Location (`/jobs/{job_id}`)", body = super::view::JobView),
         (status = 400, description = "Bad dpi, pages, query, multipart, or a path leaving DATA_DIR", body = ErrorBody),
         (status = 413, description = "Upload over MAX_UPLOAD_BYTES", body = ErrorBody),
         (status = 415, description = "Unsupported content type", body = ErrorBody),
@@ -109,68 +329,24 @@ pub struct PdfResponse {
         (status = 503, description = "Queue full (see Retry-After), shutting down, or pdfium unavailable", body = ErrorBody),
         (status = 504, description = "Deadline passed; the render was killed or never started", body = ErrorBody),
     ))]
-pub async fn submit(
+pub async fn pdf_submit(
     State(state): State<AppState>,
+    Kind(kind): Kind<PdfKind>,
+    mut mode: AsyncMode,
     ApiQuery(query): ApiQuery<PdfOptions>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let mut mode = super::jobs::Mode::read(request.uri().query(), request.headers())?;
     let (input, options) = read_input(&state, request).await?;
     let options = options.or(query);
     mode.apply(options.mode.as_deref())?;
-    if mode.is_async {
-        return super::jobs::submit_pdf(&state, input, options, &mode).await;
-    }
-    let (job, submit) = build_job(&state, input, options)?;
-    let dpi = job.dpi;
-    let done = run(&state, job, submit).await?;
-    Ok(Json(response(done, dpi)).into_response())
-}
-
-/// Checks the engine, then admits the job to the PDF queue.
-pub async fn run(
-    state: &AppState,
-    job: PdfJob,
-    options: SubmitOptions,
-) -> Result<Completed<PdfOutput>, ApiError> {
-    if let Some(reason) = state.engine.unavailable() {
-        return Err(ApiError::Unavailable(format!(
-            "PDF rendering is unavailable: {reason}"
-        )));
-    }
-    Ok(state.pdf.run(job, options).await?)
-}
-
-pub(crate) fn response(done: Completed<PdfOutput>, dpi: u32) -> PdfResponse {
-    let job_id = done.job_id;
-    PdfResponse {
-        job_id,
-        worker: done.worker,
-        page_count: done.output.page_count,
-        dpi,
-        pages: done
-            .output
-            .pages
-            .into_iter()
-            .map(|p| PageLink {
-                url: format!("/jobs/{job_id}/pages/{}", p.page),
-                page: p.page,
-                width: p.width,
-                height: p.height,
-                bytes: p.bytes,
-            })
-            .collect(),
-        queue_ms: done.queue_ms,
-        run_ms: done.run_ms,
-        total_ms: done.total_ms,
-    }
+    run_or_accept(&state, &kind, &mode, options, Some(input)).await
 }
 
 /// The PDF and the options the body carries, by content type.
 async fn read_input(
     state: &AppState,
     request: Request,
-) -> Result<(PdfInput, PdfOptions), ApiError> {
+) -> Result<(JobInput, PdfOptions), ApiError> {
     let content_type = request
         .headers()
         .get(CONTENT_TYPE)
@@ -199,7 +375,7 @@ async fn read_input(
         "application/json" => {
             let ApiJson(body) = ApiJson::<PdfJsonBody>::from_request(request, state).await?;
             let path = resolve_data_path(&state.config.data_dir, &body.path)?;
-            Ok((PdfInput::File(path), body.options))
+            Ok((data_file(path), body.options))
         }
         _ => Err(ApiError::UnsupportedMediaType(format!(
             "send the PDF as application/pdf, as multipart/form-data (field `file`), or as application/json {{\"path\": ...}}; got {:?}",
@@ -208,7 +384,7 @@ async fn read_input(
     }
 }
 
-async fn read_multipart(mut multipart: Multipart) -> Result<(PdfInput, PdfOptions), ApiError> {
+async fn read_multipart(mut multipart: Multipart) -> Result<(JobInput, PdfOptions), ApiError> {
     let mut file = None;
     let mut options = PdfOptions::default();
     let field_error =
@@ -245,57 +421,16 @@ fn parse_number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ApiEr
         .map_err(|_| ApiError::BadRequest(format!("{name} must be a whole number, got {text:?}")))
 }
 
-fn pdf_bytes(bytes: Bytes) -> Result<PdfInput, ApiError> {
+fn pdf_bytes(bytes: Bytes) -> Result<JobInput, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::Invalid("the PDF is empty (0 bytes)".into()));
     }
-    Ok(PdfInput::Bytes(bytes))
+    Ok(JobInput::Inline(bytes))
 }
 
-/// Validates options against the configured limits and builds the job.
-pub fn build_job(
-    state: &AppState,
-    input: PdfInput,
-    options: PdfOptions,
-) -> Result<(PdfJob, SubmitOptions), ApiError> {
-    let pdf = &state.config.pdf;
-    let dpi = options.dpi.unwrap_or(pdf.default_dpi);
-    if dpi == 0 || dpi > pdf.max_dpi {
-        return Err(ApiError::BadRequest(format!(
-            "dpi must be between 1 and {} (PDF_MAX_DPI), got {dpi}",
-            pdf.max_dpi
-        )));
-    }
-    let pages = options
-        .pages
-        .as_deref()
-        .map(pages::parse)
-        .transpose()
-        .map_err(ApiError::BadRequest)?;
-    let timeout = super::timeout_from(options.timeout_ms)?;
-    // pdfium takes the password as a C string.
-    if options
-        .password
-        .as_deref()
-        .is_some_and(|p| p.contains('\0'))
-    {
-        return Err(ApiError::BadRequest(
-            "password must not contain NUL characters".into(),
-        ));
-    }
-    let job = PdfJob {
-        input,
-        dpi,
-        pages,
-        password: options.password,
-    };
-    Ok((
-        job,
-        SubmitOptions {
-            timeout,
-            ..SubmitOptions::default()
-        },
-    ))
+/// A checked file in `DATA_DIR` as a job's input.
+pub fn data_file(path: PathBuf) -> JobInput {
+    JobInput::Stored(InputRef::Data { path })
 }
 
 /// Resolves `name` inside `data_dir`, refusing anything that could leave it.
@@ -328,7 +463,7 @@ pub fn resolve_data_path(data_dir: &Path, name: &str) -> Result<PathBuf, ApiErro
     Ok(full)
 }
 
-/// A rendered page as `image/png`.
+/// A rendered page, as the image it was stored as.
 #[utoipa::path(get, path = "/jobs/{job_id}/pages/{page}", tag = "jobs",
     params(
         ("job_id" = String, Path, description = "The job's id"),
@@ -340,34 +475,26 @@ pub fn resolve_data_path(data_dir: &Path, name: &str) -> Result<PathBuf, ApiErro
         (status = 404, description = "No such page", body = ErrorBody),
         (status = 429, description = "Over the client's rate", body = ErrorBody),
     ))]
-pub async fn page(
+pub async fn page_get(
     State(state): State<AppState>,
-    axum::extract::Path((job_id, page)): axum::extract::Path<(String, String)>,
+    JobId(job_id): JobId,
+    axum::extract::Path((_, page)): axum::extract::Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let job_id = Uuid::parse_str(&job_id)
-        .map_err(|_| ApiError::BadRequest(format!("{job_id:?} is not a job id")))?;
     let page: u32 = page
         .parse()
         .ok()
         .filter(|&n| n >= 1)
         .ok_or_else(|| ApiError::BadRequest(format!("{page:?} is not a page number")))?;
-    let path = state
-        .config
-        .output_dir
-        .join(job_id.to_string())
-        .join(page_file_name(page));
-    match tokio::fs::read(&path).await {
-        Ok(png) => Ok((
+    match state.pages.get_page(job_id, page).await {
+        Ok(Some((format, bytes))) => Ok((
             [
-                (CONTENT_TYPE, "image/png"),
+                (CONTENT_TYPE, format.content_type()),
                 (CACHE_CONTROL, "private, max-age=3600"),
             ],
-            png,
+            bytes,
         )
             .into_response()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(ApiError::NotFound(format!("page {page} of job {job_id}")))
-        }
+        Ok(None) => Err(ApiError::NotFound(format!("page {page} of job {job_id}"))),
         Err(e) => Err(ApiError::Internal(format!("cannot read the page: {e}"))),
     }
 }

@@ -2,18 +2,18 @@
 //! (Prometheus text format for monitoring). Both read the same counters;
 //! neither is queued or rate-limited.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::health::{pools, readiness};
-use crate::metrics::{header, histogram, RejectReason};
-use crate::queue::{JobQueue, Worker, HISTORY_SECS};
+use crate::kind::AnyKind;
+use crate::metrics::{label, Exposition, Labels, RejectReason};
+use crate::queue::{QueueStats, HISTORY_SECS};
 use crate::state::AppState;
 
 /// Window of the "recent" throughput and latency figures.
@@ -22,46 +22,39 @@ const RECENT_WINDOW_S: u64 = 60;
 const HISTORY_STEP_S: u64 = 10;
 
 /// Per worker type: workers and what each does now, queue depth, counters,
-/// recent throughput and latency, recent jobs; pdfium and renderer state.
+/// recent throughput and latency, recent jobs; each type's engine (as
+/// `<type>_engine`); async jobs.
 #[utoipa::path(get, path = "/status", tag = "health",
     responses((status = 200, description = "Server status", body = Object)))]
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
-    let ready = readiness(
-        &pools(&state),
-        state.is_draining(),
-        state.engine.unavailable(),
-    )
-    .0
-    .is_success();
-    let engine = &state.engine;
-    Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "draining": state.is_draining(),
-        "ready": ready,
-        "history_step_s": HISTORY_STEP_S,
-        "history_s": HISTORY_SECS,
-        "queues": [queue_status(&state, &state.message), queue_status(&state, &state.pdf)],
-        "pdf_engine": {
-            "available": engine.unavailable().is_none(),
-            "unavailable_reason": engine.unavailable(),
-            "library": state.config.pdf.pdfium_library(),
-            "renderer_pids": engine.renderer_pids(),
-            "renderers_started": engine.renderers_started.load(Relaxed),
-            "renderer_crashes": engine.renderer_crashes.load(Relaxed),
-            "renderer_kills": engine.renderer_kills.load(Relaxed),
-            "renderer_recycles": engine.renderer_recycles.load(Relaxed),
-            "fanned_out_jobs": engine.fanned_out_jobs.load(Relaxed),
-            "pages_rendered": engine.pages_rendered.load(Relaxed),
-            "bytes_written": engine.bytes_written.load(Relaxed),
-        },
-        "async_jobs": async_status(&state),
-    }))
+    let ready = readiness(&pools(&state), state.is_draining())
+        .0
+        .is_success();
+    let mut body = Map::new();
+    body.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+    body.insert("uptime_s".into(), json!(state.started.elapsed().as_secs()));
+    body.insert("draining".into(), json!(state.is_draining()));
+    body.insert("ready".into(), json!(ready));
+    body.insert("history_step_s".into(), json!(HISTORY_STEP_S));
+    body.insert("history_s".into(), json!(HISTORY_SECS));
+    let queues: Vec<Value> = state
+        .kinds
+        .iter()
+        .map(|kind| queue_status(&state, &**kind))
+        .collect();
+    body.insert("queues".into(), Value::Array(queues));
+    for kind in state.kinds.iter() {
+        if let Some(engine) = kind.status() {
+            body.insert(format!("{}_engine", kind.name()), engine);
+        }
+    }
+    body.insert("async_jobs".into(), async_status(&state));
+    Json(Value::Object(body))
 }
 
 fn async_status(state: &AppState) -> Value {
     let jobs = &state.jobs;
-    let store = jobs.store().stats();
+    let store = jobs.records().stats();
     json!({
         "instance": jobs.instance_id(),
         "primary": jobs.is_primary(),
@@ -75,7 +68,7 @@ fn async_status(state: &AppState) -> Value {
         "removed": jobs.stats.removed.load(Relaxed),
         "refused_full": jobs.stats.refused_full.load(Relaxed),
         "database": {
-            "path": jobs.store().path(),
+            "path": jobs.records().location(),
             "writes": store.writes,
             "commits": store.commits,
             "failed_writes": store.failed_writes,
@@ -84,13 +77,13 @@ fn async_status(state: &AppState) -> Value {
     })
 }
 
-fn queue_status<W: Worker>(state: &AppState, queue: &JobQueue<W>) -> Value {
+fn queue_status(state: &AppState, kind: &dyn AnyKind) -> Value {
+    let queue = kind.pool();
     let stats = queue.stats();
-    let rejections: serde_json::Map<String, Value> = RejectReason::ALL
+    let rejections: Map<String, Value> = RejectReason::ALL
         .iter()
         .map(|r| {
             let n = state.http.rejections(queue.name(), *r);
-            // Queue-full refusals are counted by the queue itself too.
             (r.label().to_string(), json!(n))
         })
         .collect();
@@ -103,6 +96,7 @@ fn queue_status<W: Worker>(state: &AppState, queue: &JobQueue<W>) -> Value {
         "capacity": queue.config().queue_capacity,
         "timeout_ms": queue.config().timeout.as_millis() as u64,
         "mean_run_ms": stats.mean_run().as_secs_f64() * 1000.0,
+        "makes_pages": kind.makes_pages(),
         "jobs": {
             "ok": stats.ok.load(Relaxed),
             "failed": stats.failed.load(Relaxed),
@@ -123,47 +117,62 @@ fn queue_status<W: Worker>(state: &AppState, queue: &JobQueue<W>) -> Value {
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let mut out = String::with_capacity(16 * 1024);
-    let queues: [&dyn QueueMetrics; 2] = [&state.message, &state.pdf];
-    let per_queue = |value: &dyn Fn(&dyn QueueMetrics) -> f64| -> Samples {
-        queues
+    let mut out = Exposition::default();
+    queue_metrics(&state, &mut out);
+    for kind in state.kinds.iter() {
+        kind.metrics(&mut out);
+    }
+    jobs_metrics(&state, &mut out);
+    state.http.expose(&mut out);
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out.render(),
+    )
+}
+
+/// The queue families, one series per registered worker type.
+fn queue_metrics(state: &AppState, out: &mut Exposition) {
+    let kinds: Vec<&dyn AnyKind> = state.kinds.iter().map(|k| &**k).collect();
+    let per_queue = |value: &dyn Fn(&dyn AnyKind) -> f64| -> Vec<(Labels, f64)> {
+        kinds
             .iter()
-            .map(|q| (format!("queue=\"{}\"", q.name()), value(*q)))
+            .map(|k| (label("queue", k.name()), value(*k)))
             .collect()
     };
-    let gauges: [(&str, &str, Samples); 5] = [
+    type Family<'a> = (&'a str, &'a str, Vec<(Labels, f64)>);
+    let gauges: [Family; 5] = [
         (
             "jobserver_queue_depth",
             "Jobs waiting for a worker.",
-            per_queue(&|q| q.depth() as f64),
+            per_queue(&|k| k.pool().depth() as f64),
         ),
         (
             "jobserver_queue_capacity",
             "Jobs that may wait before new ones get 503.",
-            per_queue(&|q| q.capacity() as f64),
+            per_queue(&|k| k.pool().config().queue_capacity as f64),
         ),
         (
             "jobserver_workers",
             "Live worker threads.",
-            per_queue(&|q| q.live() as f64),
+            per_queue(&|k| k.pool().live_workers() as f64),
         ),
         (
             "jobserver_workers_configured",
             "Configured worker threads.",
-            per_queue(&|q| q.configured() as f64),
+            per_queue(&|k| k.pool().config().workers as f64),
         ),
         (
             "jobserver_workers_busy",
             "Worker threads running a job now.",
-            per_queue(&|q| q.busy() as f64),
+            per_queue(&|k| k.pool().busy() as f64),
         ),
     ];
     for (name, help, samples) in gauges {
-        family(&mut out, name, "gauge", help, samples);
+        out.gauge(name, help, samples);
     }
     let mut outcomes = Vec::new();
-    for q in queues {
-        let s = q.stats();
+    for k in &kinds {
+        let s = k.pool().stats();
         for (outcome, n) in [
             ("ok", &s.ok),
             ("failed", &s.failed),
@@ -171,20 +180,19 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             ("cancelled", &s.cancelled),
             ("rejected", &s.rejected),
         ] {
-            outcomes.push((
-                format!("queue=\"{}\",outcome=\"{outcome}\"", q.name()),
-                n.load(Relaxed) as f64,
-            ));
+            let labels = vec![
+                ("queue", k.name().to_string()),
+                ("outcome", outcome.to_string()),
+            ];
+            outcomes.push((labels, n.load(Relaxed) as f64));
         }
     }
-    family(
-        &mut out,
+    out.counter(
         "jobserver_jobs_total",
-        "counter",
         "Jobs by outcome; rejected ones were never admitted.",
         outcomes,
     );
-    type Pick = fn(&crate::queue::QueueStats) -> &crate::metrics::Histogram;
+    type Pick = fn(&QueueStats) -> &crate::metrics::Histogram;
     let histograms: [(&str, &str, Pick); 2] = [
         (
             "jobserver_job_queue_wait_seconds",
@@ -198,125 +206,86 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         ),
     ];
     for (name, help, pick) in histograms {
-        header(&mut out, name, "histogram", help);
-        for q in queues {
-            histogram(
-                &mut out,
-                name,
-                &format!("queue=\"{}\"", q.name()),
-                pick(q.stats()),
-            );
-        }
-    }
-
-    let e = &state.engine;
-    let n = |c: &std::sync::atomic::AtomicU64| vec![(String::new(), c.load(Relaxed) as f64)];
-    let jobs = &state.jobs;
-    let store = jobs.store().stats();
-    let by_state = jobs.live_by_state();
-    let families: Vec<(&str, &str, &str, Samples)> = vec![
-        ("jobserver_pdf_engine_available", "gauge", "1 when pdfium can be loaded.",
-            vec![(String::new(), f64::from(u8::from(e.unavailable().is_none())))]),
-        ("jobserver_pdf_renderers", "gauge", "Live renderer processes.",
-            vec![(String::new(), e.renderer_pids().len() as f64)]),
-        ("jobserver_pdf_renderer_starts_total", "counter", "Renderer processes started.", n(&e.renderers_started)),
-        ("jobserver_pdf_renderer_restarts_total", "counter", "Renderers replaced after dying (crash) or being killed (deadline, cancellation).",
-            vec![
-                ("reason=\"crash\"".into(), e.renderer_crashes.load(Relaxed) as f64),
-                ("reason=\"killed\"".into(), e.renderer_kills.load(Relaxed) as f64),
-            ]),
-        ("jobserver_pdf_renderer_recycles_total", "counter", "Healthy renderers replaced after PDF_RENDERER_MAX_JOBS jobs or above PDF_RENDERER_MAX_RSS_MB.", n(&e.renderer_recycles)),
-        ("jobserver_pdf_fanned_out_jobs_total", "counter", "Jobs whose pages were spread over idle workers' renderers.", n(&e.fanned_out_jobs)),
-        ("jobserver_pdf_pages_rendered_total", "counter", "Pages rendered and written.", n(&e.pages_rendered)),
-        ("jobserver_pdf_written_bytes_total", "counter", "Bytes of PNG written.", n(&e.bytes_written)),
-        ("jobserver_async_jobs", "gauge", "Async jobs this instance holds in memory, by state.",
-            ["queued", "running", "done", "failed", "cancelled", "expired"]
+        out.histogram(
+            name,
+            help,
+            kinds
                 .iter()
-                .map(|s| (format!("state=\"{s}\""), by_state.get(s).copied().unwrap_or(0) as f64))
-                .collect()),
-        ("jobserver_async_jobs_tracked", "gauge", "Async job records in the job database (all instances), against MAX_TRACKED_JOBS.",
-            vec![(String::new(), jobs.tracked() as f64)]),
-        ("jobserver_async_jobs_events_total", "counter", "Async jobs submitted, answered from an idempotency key, resumed after a restart, and removed after RESULT_TTL_SECS.",
-            [
-                ("submitted", &jobs.stats.submitted),
-                ("replayed", &jobs.stats.replayed),
-                ("recovered", &jobs.stats.recovered),
-                ("removed", &jobs.stats.removed),
-                ("refused_full", &jobs.stats.refused_full),
-            ]
-            .iter()
-            .map(|(event, c)| (format!("event=\"{event}\""), c.load(Relaxed) as f64))
-            .collect()),
-        ("jobserver_job_db_writes_total", "counter", "Writes committed to the job database.",
-            vec![(String::new(), store.writes as f64)]),
-        ("jobserver_job_db_commits_total", "counter", "Transactions committed to the job database (writes are grouped).",
-            vec![(String::new(), store.commits as f64)]),
-        ("jobserver_job_db_failed_writes_total", "counter", "Writes to the job database that failed.",
-            vec![(String::new(), store.failed_writes as f64)]),
-        ("jobserver_primary", "gauge", "1 in the instance that runs the singletons (result cleanup).",
-            vec![(String::new(), f64::from(u8::from(jobs.is_primary())))]),
-        ("jobserver_draining", "gauge", "1 while the server is shutting down.",
-            vec![(String::new(), f64::from(u8::from(state.is_draining())))]),
-        ("jobserver_uptime_seconds", "gauge", "Seconds since the server started.",
-            vec![(String::new(), state.started.elapsed().as_secs_f64())]),
-    ];
-    for (name, kind, help, samples) in families {
-        family(&mut out, name, kind, help, samples);
-    }
-
-    state.http.render(&mut out, &["message", "pdf", "legacy"]);
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        out,
-    )
-}
-
-/// A metric's samples: label set (`""`: none) and value.
-type Samples = Vec<(String, f64)>;
-
-/// One metric family: its header, then one line per label set.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Samples) {
-    header(out, name, kind, help);
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
+                .map(|k| (label("queue", k.name()), pick(k.pool().stats()))),
+        );
     }
 }
 
-/// The parts of a queue `/metrics` reads, without its worker type.
-trait QueueMetrics {
-    fn name(&self) -> &'static str;
-    fn depth(&self) -> usize;
-    fn capacity(&self) -> usize;
-    fn live(&self) -> usize;
-    fn configured(&self) -> usize;
-    fn busy(&self) -> usize;
-    fn stats(&self) -> &crate::queue::QueueStats;
-}
-
-impl<W: Worker> QueueMetrics for JobQueue<W> {
-    fn name(&self) -> &'static str {
-        JobQueue::name(self)
-    }
-    fn depth(&self) -> usize {
-        JobQueue::depth(self)
-    }
-    fn capacity(&self) -> usize {
-        self.config().queue_capacity
-    }
-    fn live(&self) -> usize {
-        self.live_workers()
-    }
-    fn configured(&self) -> usize {
-        self.config().workers
-    }
-    fn busy(&self) -> usize {
-        JobQueue::busy(self)
-    }
-    fn stats(&self) -> &crate::queue::QueueStats {
-        JobQueue::stats(self)
-    }
+/// Async jobs, the job records, the lease, the server.
+fn jobs_metrics(state: &AppState, out: &mut Exposition) {
+    let jobs = &state.jobs;
+    let store = jobs.records().stats();
+    let by_state = jobs.live_by_state();
+    let one = |v: f64| [(Vec::new(), v)];
+    out.gauge(
+        "jobserver_async_jobs",
+        "Async jobs this instance holds in memory, by state.",
+        [
+            "queued",
+            "running",
+            "done",
+            "failed",
+            "cancelled",
+            "expired",
+        ]
+        .map(|s| {
+            (
+                label("state", s),
+                by_state.get(s).copied().unwrap_or(0) as f64,
+            )
+        }),
+    );
+    out.gauge(
+        "jobserver_async_jobs_tracked",
+        "Async job records in the job database (all instances), against MAX_TRACKED_JOBS.",
+        one(jobs.tracked() as f64),
+    );
+    out.counter(
+        "jobserver_async_jobs_events_total",
+        "Async jobs submitted, answered from an idempotency key, resumed after a restart, and removed after RESULT_TTL_SECS.",
+        [
+            ("submitted", &jobs.stats.submitted),
+            ("replayed", &jobs.stats.replayed),
+            ("recovered", &jobs.stats.recovered),
+            ("removed", &jobs.stats.removed),
+            ("refused_full", &jobs.stats.refused_full),
+        ]
+        .map(|(event, c)| (label("event", event), c.load(Relaxed) as f64)),
+    );
+    out.counter(
+        "jobserver_job_db_writes_total",
+        "Writes committed to the job database.",
+        one(store.writes as f64),
+    );
+    out.counter(
+        "jobserver_job_db_commits_total",
+        "Transactions committed to the job database (writes are grouped).",
+        one(store.commits as f64),
+    );
+    out.counter(
+        "jobserver_job_db_failed_writes_total",
+        "Writes to the job database that failed.",
+        one(store.failed_writes as f64),
+    );
+    let flag = |b: bool| one(f64::from(u8::from(b)));
+    out.gauge(
+        "jobserver_primary",
+        "1 in the instance that runs the singletons (result cleanup).",
+        flag(jobs.is_primary()),
+    );
+    out.gauge(
+        "jobserver_draining",
+        "1 while the server is shutting down.",
+        flag(state.is_draining()),
+    );
+    out.gauge(
+        "jobserver_uptime_seconds",
+        "Seconds since the server started.",
+        one(state.started.elapsed().as_secs_f64()),
+    );
 }

@@ -28,7 +28,7 @@ async fn the_dashboard_shows_a_busy_message_worker_and_idle_pdf_workers_in_a_bro
     let app = spawn_app(test_config()).await;
     let _running = app.spawn_message(json!({"text": "x", "work_ms": 8000, "timeout_ms": 9000}));
     wait_until("the message worker is busy", || {
-        app.state.message.busy() == 1
+        app.state.pool("message").unwrap().busy() == 1
     })
     .await;
 

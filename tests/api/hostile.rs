@@ -30,7 +30,12 @@ async fn assert_up(app: &TestApp, after: &str) {
     let livez = app.client.get(app.url("/livez")).send().await.unwrap();
     assert_eq!(livez.status(), 200, "/livez after {after}");
     assert_eq!(
-        app.state.engine.renderer_crashes.load(Ordering::Relaxed),
+        app.state
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
+            .renderer_crashes
+            .load(Ordering::Relaxed),
         0,
         "a renderer crashed on {after}"
     );
@@ -90,7 +95,12 @@ async fn a_content_stream_bomb_is_stopped_at_its_deadline_and_the_next_job_runs(
     );
     assert_up(&app, "flate-bomb-content.pdf").await;
     // The worker kills the renderer at the deadline (just after the 504).
-    let engine = app.state.engine.clone();
+    let engine = app
+        .state
+        .kind::<jobserver::routes::pdf::PdfKind>()
+        .unwrap()
+        .engine()
+        .clone();
     wait_until("the renderer is killed", || {
         engine.renderer_kills.load(Ordering::Relaxed) == 1
     })

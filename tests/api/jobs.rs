@@ -378,7 +378,10 @@ async fn cancelling_a_running_job_stops_its_render_and_frees_the_worker_within_1
     assert_eq!(response.status(), 202);
     let view: Value = response.json().await.unwrap();
     assert_eq!(view["state"], "cancelled", "{view}");
-    wait_until("the worker is free", || app.state.pdf.busy() == 0).await;
+    wait_until("the worker is free", || {
+        app.state.pool("pdf").unwrap().busy() == 0
+    })
+    .await;
     let freed = sent.elapsed();
     assert!(
         freed < Duration::from_millis(100),
@@ -423,7 +426,7 @@ async fn a_cancelled_queued_job_never_runs() {
         after.get("started_ms").is_none() && after.get("worker").is_none(),
         "it never ran: {after}"
     );
-    let stats = app.state.message.stats();
+    let stats = app.state.pool("message").unwrap().stats();
     assert_eq!(
         stats.ok.load(std::sync::atomic::Ordering::Relaxed),
         1,
@@ -453,7 +456,7 @@ async fn the_same_idempotency_key_returns_the_same_job_and_another_request_under
     assert_eq!(other.status(), 422);
     assert_eq!(error_code(other).await, "idempotency_key_reused");
     until_job(&app, &first, "done", state_is("done")).await;
-    let stats = app.state.message.stats();
+    let stats = app.state.pool("message").unwrap().stats();
     assert_eq!(
         stats.ok.load(std::sync::atomic::Ordering::Relaxed),
         1,
@@ -470,7 +473,10 @@ async fn an_async_job_past_its_async_deadline_ends_expired() {
     let id = accepted_id(submit_pdf(&app, SLOW_PDF.1, SLOW_PDF.0).await).await;
     let expired = until_job(&app, &id, "expired", state_is("expired")).await;
     assert_eq!(expired["error"]["status"], 504, "{expired}");
-    wait_until("the worker is free", || app.state.pdf.busy() == 0).await;
+    wait_until("the worker is free", || {
+        app.state.pool("pdf").unwrap().busy() == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -794,8 +800,9 @@ async fn shutdown_ends_the_event_stream_of_a_job_kept_for_the_next_start() {
     assert!(text.contains("\"state\":\"queued\""), "{text}");
     let record = state
         .jobs
-        .store()
+        .records()
         .get(kept.parse().unwrap())
+        .await
         .unwrap()
         .expect("the job is kept");
     assert_eq!(

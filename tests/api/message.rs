@@ -36,10 +36,13 @@ async fn a_full_queue_answers_503_at_once_with_retry_after() {
     config.message = PoolConfig::new(1, 1, Duration::from_secs(10));
     let app = spawn_app(config).await;
     let running = app.spawn_message(json!({"text": "a", "work_ms": 10_000, "timeout_ms": 3_000}));
-    wait_until("the first job runs", || app.state.message.busy() == 1).await;
+    wait_until("the first job runs", || {
+        app.state.pool("message").unwrap().busy() == 1
+    })
+    .await;
     let queued = app.spawn_message(json!({"text": "b", "work_ms": 0}));
     wait_until("the second job is queued", || {
-        app.state.message.depth() == 1
+        app.state.pool("message").unwrap().depth() == 1
     })
     .await;
 
@@ -62,7 +65,10 @@ async fn a_job_past_its_deadline_answers_504_and_the_next_job_starts_within_100_
     let app = spawn_app(test_config()).await;
     let started = Instant::now();
     let slow = app.spawn_message(json!({"text": "slow", "work_ms": 10_000, "timeout_ms": 300}));
-    wait_until("the slow job runs", || app.state.message.busy() == 1).await;
+    wait_until("the slow job runs", || {
+        app.state.pool("message").unwrap().busy() == 1
+    })
+    .await;
     let next = app.spawn_message(json!({"text": "next", "work_ms": 0}));
 
     let slow = slow.await.unwrap();
@@ -85,7 +91,10 @@ async fn a_job_still_queued_at_its_queue_budget_answers_504_unstarted() {
     config.message.queue_timeout = Duration::from_millis(200);
     let app = spawn_app(config).await;
     let busy = app.spawn_message(json!({"text": "busy", "work_ms": 1_000}));
-    wait_until("the first job runs", || app.state.message.busy() == 1).await;
+    wait_until("the first job runs", || {
+        app.state.pool("message").unwrap().busy() == 1
+    })
+    .await;
 
     let response = app.message(json!({"text": "waits"})).await;
     assert_eq!(response.status(), 504);
@@ -105,10 +114,16 @@ async fn a_client_that_disconnects_frees_the_worker() {
         body
     )
     .unwrap();
-    wait_until("the job runs", || app.state.message.busy() == 1).await;
+    wait_until("the job runs", || {
+        app.state.pool("message").unwrap().busy() == 1
+    })
+    .await;
     let dropped = Instant::now();
     drop(stream);
-    wait_until("the worker is free", || app.state.message.busy() == 0).await;
+    wait_until("the worker is free", || {
+        app.state.pool("message").unwrap().busy() == 0
+    })
+    .await;
     assert!(dropped.elapsed() < Duration::from_secs(1));
 
     let next = app.message(json!({"text": "next"})).await;

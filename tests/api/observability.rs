@@ -118,7 +118,7 @@ async fn job_counters_move_with_each_outcome_and_rejection() {
         .await;
     assert_eq!(slow.status(), 504);
     wait_until("the timed-out job lets go of the worker", || {
-        app.state.message.busy() == 0
+        app.state.pool("message").unwrap().busy() == 0
     })
     .await;
     // failed (an unreadable PDF is the job's failure, with 422)
@@ -133,9 +133,15 @@ async fn job_counters_move_with_each_outcome_and_rejection() {
     assert_eq!(bad.status(), 422);
     // rejected (queue full)
     let running = app.spawn_message(json!({"text": "a", "work_ms": 10_000, "timeout_ms": 2_000}));
-    wait_until("a job runs", || app.state.message.busy() == 1).await;
+    wait_until("a job runs", || {
+        app.state.pool("message").unwrap().busy() == 1
+    })
+    .await;
     let queued = app.spawn_message(json!({"text": "b"}));
-    wait_until("a job waits", || app.state.message.depth() == 1).await;
+    wait_until("a job waits", || {
+        app.state.pool("message").unwrap().depth() == 1
+    })
+    .await;
     assert_eq!(app.message(json!({"text": "c"})).await.status(), 503);
     // invalid input, refused before admission
     assert_eq!(app.message(json!({"text": 1})).await.status(), 422);
@@ -215,7 +221,10 @@ async fn status_shows_a_busy_worker_with_its_job_and_recent_jobs() {
     let app = spawn_app(test_config()).await;
     assert_eq!(app.message(json!({"text": "first"})).await.status(), 200);
     let running = app.spawn_message(json!({"text": "x", "work_ms": 2_000, "timeout_ms": 3_000}));
-    wait_until("the job runs", || app.state.message.busy() == 1).await;
+    wait_until("the job runs", || {
+        app.state.pool("message").unwrap().busy() == 1
+    })
+    .await;
     let status: Value = app
         .client
         .get(app.url("/status"))

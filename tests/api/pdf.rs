@@ -307,14 +307,27 @@ async fn a_killed_renderer_fails_that_job_only_and_the_next_job_succeeds() {
     let out = config.output_dir.clone();
     let app = spawn_app(config).await;
     wait_until("a renderer runs", || {
-        app.state.engine.renderer_pids().len() == 1
+        app.state
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
+            .renderer_pids()
+            .len()
+            == 1
     })
     .await;
-    let pid = app.state.engine.renderer_pids()[0];
+    let pid = app
+        .state
+        .kind::<jobserver::routes::pdf::PdfKind>()
+        .unwrap()
+        .engine()
+        .renderer_pids()[0];
     let slow = spawn_upload(&app, "?dpi=600", "many-pages.pdf");
     wait_until("the first page is written", || {
         app.state
-            .engine
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
             .pages_rendered
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 1
@@ -344,7 +357,12 @@ async fn a_killed_renderer_fails_that_job_only_and_the_next_job_succeeds() {
 
     let next = upload(&app, "?dpi=36&pages=1", fixture("sample.pdf")).await;
     assert_eq!(next.status(), 200);
-    let pids = app.state.engine.renderer_pids();
+    let pids = app
+        .state
+        .kind::<jobserver::routes::pdf::PdfKind>()
+        .unwrap()
+        .engine()
+        .renderer_pids();
     assert_eq!(pids.len(), 1);
     assert_ne!(pids[0], pid, "a new renderer replaced the killed one");
     assert!(
@@ -357,10 +375,21 @@ async fn a_killed_renderer_fails_that_job_only_and_the_next_job_succeeds() {
 async fn a_renderer_killed_while_idle_is_reaped_and_replaced_before_any_job_needs_it() {
     let app = spawn_app(test_config()).await;
     wait_until("a renderer runs", || {
-        app.state.engine.renderer_pids().len() == 1
+        app.state
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
+            .renderer_pids()
+            .len()
+            == 1
     })
     .await;
-    let pid = app.state.engine.renderer_pids()[0];
+    let pid = app
+        .state
+        .kind::<jobserver::routes::pdf::PdfKind>()
+        .unwrap()
+        .engine()
+        .renderer_pids()[0];
     assert!(std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
@@ -369,7 +398,12 @@ async fn a_renderer_killed_while_idle_is_reaped_and_replaced_before_any_job_need
     // The worker checks its renderer between jobs; no job is sent here.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let pids = app.state.engine.renderer_pids();
+        let pids = app
+            .state
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
+            .renderer_pids();
         if pids.len() == 1 && pids[0] != pid && !Path::new(&format!("/proc/{pid}")).exists() {
             break;
         }
@@ -389,7 +423,10 @@ async fn a_deadline_mid_render_answers_504_and_the_next_job_starts_within_100_ms
     let out = config.output_dir.clone();
     let app = spawn_app(config).await;
     let slow = spawn_upload(&app, "?dpi=600&timeout_ms=400", "many-pages.pdf");
-    wait_until("the slow job runs", || app.state.pdf.busy() == 1).await;
+    wait_until("the slow job runs", || {
+        app.state.pool("pdf").unwrap().busy() == 1
+    })
+    .await;
     let next = upload(&app, "?dpi=36&pages=1", fixture("text.pdf"));
     let (slow, next) = tokio::join!(slow, next);
     let slow = slow.unwrap();
@@ -412,12 +449,22 @@ async fn two_workers_render_two_jobs_at_once() {
     let app = spawn_app(config).await;
     let a = spawn_upload(&app, "?dpi=600&timeout_ms=20000", "many-pages.pdf");
     let b = spawn_upload(&app, "?dpi=600&timeout_ms=20000", "many-pages.pdf");
-    wait_until("both workers render", || app.state.pdf.busy() == 2).await;
-    let pids = app.state.engine.renderer_pids();
+    wait_until("both workers render", || {
+        app.state.pool("pdf").unwrap().busy() == 2
+    })
+    .await;
+    let pids = app
+        .state
+        .kind::<jobserver::routes::pdf::PdfKind>()
+        .unwrap()
+        .engine()
+        .renderer_pids();
     assert_eq!(pids.len(), 2, "one renderer process per worker");
     wait_until("both renderers have written pages", || {
         app.state
-            .engine
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
             .pages_rendered
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 2
@@ -425,7 +472,8 @@ async fn two_workers_render_two_jobs_at_once() {
     .await;
     let workers: Vec<_> = app
         .state
-        .pdf
+        .pool("pdf")
+        .unwrap()
         .workers()
         .into_iter()
         .filter(|w| w.job_id.is_some())
@@ -434,7 +482,7 @@ async fn two_workers_render_two_jobs_at_once() {
     a.abort();
     b.abort();
     wait_until("cancelled renders free both workers", || {
-        app.state.pdf.busy() == 0
+        app.state.pool("pdf").unwrap().busy() == 0
     })
     .await;
 }
@@ -461,7 +509,12 @@ async fn without_pdfium_the_server_starts_reports_not_ready_and_answers_pdf_jobs
     config.pdf.pdfium_lib_path = Some("/nonexistent/libpdfium.so".into());
     let app = spawn_app(config).await;
     wait_until("the engine reports unavailable", || {
-        app.state.engine.unavailable().is_some()
+        app.state
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
+            .unavailable()
+            .is_some()
     })
     .await;
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
@@ -494,7 +547,13 @@ async fn a_lone_job_spreads_its_pages_over_idle_renderers_and_keeps_their_order(
     let out = config.output_dir.clone();
     let app = spawn_app(config).await;
     wait_until("both renderers run", || {
-        app.state.engine.renderer_pids().len() == 2
+        app.state
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
+            .renderer_pids()
+            .len()
+            == 2
     })
     .await;
     let response = upload(&app, "?dpi=50", fixture("many-pages.pdf")).await;
@@ -509,7 +568,9 @@ async fn a_lone_job_spreads_its_pages_over_idle_renderers_and_keeps_their_order(
     assert_eq!(numbers, (1..=40).collect::<Vec<u64>>());
     assert_eq!(
         app.state
-            .engine
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
             .fanned_out_jobs
             .load(std::sync::atomic::Ordering::Relaxed),
         1
@@ -521,7 +582,12 @@ async fn a_lone_job_spreads_its_pages_over_idle_renderers_and_keeps_their_order(
         "the spooled upload was removed"
     );
     assert_eq!(
-        app.state.engine.renderer_pids().len(),
+        app.state
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
+            .renderer_pids()
+            .len(),
         2,
         "the borrowed renderer went back"
     );
@@ -531,13 +597,21 @@ async fn a_lone_job_spreads_its_pages_over_idle_renderers_and_keeps_their_order(
 async fn a_new_job_takes_its_renderer_back_from_a_fanned_out_one() {
     let app = spawn_app(two_workers()).await;
     wait_until("both renderers run", || {
-        app.state.engine.renderer_pids().len() == 2
+        app.state
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
+            .renderer_pids()
+            .len()
+            == 2
     })
     .await;
     let big = spawn_upload(&app, "?dpi=400", "many-pages.pdf");
     wait_until("the big job fans out", || {
         app.state
-            .engine
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
             .fanned_out_jobs
             .load(std::sync::atomic::Ordering::Relaxed)
             == 1
@@ -561,18 +635,37 @@ async fn a_deadline_during_fan_out_stops_every_renderer_and_both_workers_carry_o
     let out = config.output_dir.clone();
     let app = spawn_app(config).await;
     wait_until("both renderers run", || {
-        app.state.engine.renderer_pids().len() == 2
+        app.state
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
+            .renderer_pids()
+            .len()
+            == 2
     })
     .await;
-    let before = app.state.engine.renderer_pids();
+    let before = app
+        .state
+        .kind::<jobserver::routes::pdf::PdfKind>()
+        .unwrap()
+        .engine()
+        .renderer_pids();
     let slow = upload(&app, "?dpi=600&timeout_ms=400", fixture("many-pages.pdf")).await;
     assert_eq!(slow.status(), 504);
     let body: Value = slow.json().await.unwrap();
     // The answer leaves at the deadline; the worker cleans up right after.
-    wait_until("the worker has cleaned up", || app.state.pdf.busy() == 0).await;
+    wait_until("the worker has cleaned up", || {
+        app.state.pool("pdf").unwrap().busy() == 0
+    })
+    .await;
     assert!(!out.join(body["job_id"].as_str().unwrap()).exists());
     wait_until("both renderers are replaced", || {
-        let now = app.state.engine.renderer_pids();
+        let now = app
+            .state
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
+            .renderer_pids();
         now.len() == 2 && now.iter().all(|p| !before.contains(p))
     })
     .await;
@@ -592,21 +685,39 @@ async fn a_renderer_is_recycled_after_its_job_quota() {
     config.pdf.renderer_max_jobs = 2;
     let app = spawn_app(config).await;
     wait_until("a renderer runs", || {
-        app.state.engine.renderer_pids().len() == 1
+        app.state
+            .kind::<jobserver::routes::pdf::PdfKind>()
+            .unwrap()
+            .engine()
+            .renderer_pids()
+            .len()
+            == 1
     })
     .await;
-    let first = app.state.engine.renderer_pids()[0];
+    let first = app
+        .state
+        .kind::<jobserver::routes::pdf::PdfKind>()
+        .unwrap()
+        .engine()
+        .renderer_pids()[0];
     for page in ["1", "2"] {
         let response = upload(&app, &format!("?dpi=36&pages={page}"), fixture("text.pdf")).await;
         assert_eq!(response.status(), 200);
     }
     let recycles = app
         .state
-        .engine
+        .kind::<jobserver::routes::pdf::PdfKind>()
+        .unwrap()
+        .engine()
         .renderer_recycles
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(recycles, 1, "two jobs reach the quota of two");
-    let pids = app.state.engine.renderer_pids();
+    let pids = app
+        .state
+        .kind::<jobserver::routes::pdf::PdfKind>()
+        .unwrap()
+        .engine()
+        .renderer_pids();
     assert_eq!(pids.len(), 1);
     assert_ne!(pids[0], first, "a fresh renderer took over");
     assert_eq!(
@@ -631,7 +742,9 @@ async fn a_renderer_above_the_memory_mark_is_recycled_after_its_job() {
     );
     let recycles = app
         .state
-        .engine
+        .kind::<jobserver::routes::pdf::PdfKind>()
+        .unwrap()
+        .engine()
         .renderer_recycles
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(recycles, 1);

@@ -12,10 +12,13 @@ use crate::helpers::{error_code, spawn_app, test_config, wait_until};
 async fn shutdown_lets_the_running_job_finish_and_answers_the_queued_one_503() {
     let app = spawn_app(test_config()).await;
     let running = app.spawn_message(json!({"text": "running", "work_ms": 500}));
-    wait_until("the first job runs", || app.state.message.busy() == 1).await;
+    wait_until("the first job runs", || {
+        app.state.pool("message").unwrap().busy() == 1
+    })
+    .await;
     let queued = app.spawn_message(json!({"text": "queued"}));
     wait_until("the second job is queued", || {
-        app.state.message.depth() == 1
+        app.state.pool("message").unwrap().depth() == 1
     })
     .await;
     let state = app.state.clone();
@@ -27,7 +30,7 @@ async fn shutdown_lets_the_running_job_finish_and_answers_the_queued_one_503() {
     assert_eq!(queued.status(), 503);
     assert_eq!(error_code(queued).await, "shutting_down");
     assert_eq!(
-        state.message.live_workers(),
+        state.pool("message").unwrap().live_workers(),
         0,
         "worker threads were joined"
     );

@@ -1,0 +1,165 @@
+//! Submitting a job of any worker type, sync or async: one path for
+//! every type's route. Sync: build, run on the type's queue, reply.
+//! Async: the same admission rules, the input kept by the page store, the
+//! record committed, then `202` with the job's view and `Location`.
+
+use std::sync::Arc;
+
+use axum::http::header::LOCATION;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::AsyncMode;
+use crate::jobs::{AsyncRequest, Idempotency, JobSnapshot};
+use crate::kind::{to_result, JobKind, Recorded};
+use crate::state::AppState;
+use crate::storage::{InputRef, JobInput};
+
+use super::view::JobView;
+
+/// Answers a request for a job of type `K`: runs it and replies, or in
+/// async mode accepts it (202).
+pub async fn run_or_accept<K: JobKind>(
+    state: &AppState,
+    kind: &Arc<K>,
+    mode: &AsyncMode,
+    params: K::Params,
+    input: Option<JobInput>,
+) -> Result<Response, ApiError> {
+    if mode.is_async {
+        return accept(state, kind, mode, params, input).await;
+    }
+    let done = run(kind, &params, input.as_ref()).await?;
+    Ok(Json(kind.reply(done)).into_response())
+}
+
+/// Builds and runs a job of type `K` on its queue, answering when it is
+/// done (503 at once when the type is unavailable or its queue is full).
+pub async fn run<K: JobKind>(
+    kind: &Arc<K>,
+    params: &K::Params,
+    input: Option<&JobInput>,
+) -> Result<crate::queue::Completed<crate::kind::OutputOf<K>>, ApiError> {
+    refuse_if_unavailable(&**kind)?;
+    let (job, options) = kind.build(params, input)?;
+    Ok(kind.queue().run(job, options).await?)
+}
+
+fn refuse_if_unavailable<K: JobKind>(kind: &K) -> Result<(), ApiError> {
+    match kind.unavailable() {
+        Some(reason) => Err(ApiError::Unavailable(format!(
+            "{} jobs cannot run now: {reason}",
+            K::NAME
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The 202 reply: the job's view, `Location`, and what was applied.
+pub fn accepted(view: JobView, mode: &AsyncMode, replayed: bool) -> Response {
+    let location = view.links.this.clone();
+    let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        headers.insert(LOCATION, value);
+    }
+    if mode.preferred {
+        headers.insert(
+            "preference-applied",
+            HeaderValue::from_static("respond-async"),
+        );
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// A digest of what the request asks for, so that a reused key with
+/// another request is told apart.
+fn fingerprint(kind: &str, params: &serde_json::Value, input: Option<&JobInput>) -> String {
+    let mut hash = Sha256::new();
+    hash.update(kind.as_bytes());
+    hash.update([0]);
+    hash.update(params.to_string().as_bytes());
+    hash.update([0]);
+    match input {
+        Some(JobInput::Inline(bytes)) => hash.update(bytes),
+        Some(JobInput::Stored(stored)) => {
+            hash.update(serde_json::to_string(stored).unwrap_or_default().as_bytes())
+        }
+        None => {}
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Accepts a job of type `K` in async mode.
+pub async fn accept<K: JobKind>(
+    state: &AppState,
+    kind: &Arc<K>,
+    mode: &AsyncMode,
+    params: K::Params,
+    input: Option<JobInput>,
+) -> Result<Response, ApiError> {
+    let view = |job: JobSnapshot| JobView::of(job, K::MAKES_PAGES);
+    let recorded_params = serde_json::to_value(&params)
+        .map_err(|e| ApiError::Internal(format!("cannot record the request: {e}")))?;
+    let idempotency = mode.idempotency_key.clone().map(|key| Idempotency {
+        key,
+        fingerprint: fingerprint(K::NAME, &recorded_params, input.as_ref()),
+    });
+    if let Some(idem) = &idempotency {
+        if let Some(job) = state.jobs.find_by_key(idem).await? {
+            return Ok(accepted(view(job), mode, true));
+        }
+    }
+    refuse_if_unavailable(&**kind)?;
+    // Refuse before keeping an upload for nothing.
+    kind.queue().check_room()?;
+    kind.build(&params, input.as_ref())?;
+    let job_id = Uuid::new_v4();
+    let stored = match input {
+        Some(JobInput::Inline(bytes)) => Some(
+            state
+                .pages
+                .keep_input(job_id, bytes)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("cannot keep the upload: {e}")))?,
+        ),
+        Some(JobInput::Stored(stored)) => Some(stored),
+        None => None,
+    };
+    let input = stored.clone().map(JobInput::Stored);
+    let (job, options) = kind.build(&params, input.as_ref())?;
+    let request = serde_json::to_value(Recorded {
+        params,
+        input: stored.clone(),
+    })
+    .map_err(|e| ApiError::Internal(format!("cannot record the request: {e}")))?;
+    let kept = stored.filter(|s| matches!(s, InputRef::Kept { .. }));
+    let accepted_job = state
+        .jobs
+        .submit(
+            kind.queue(),
+            AsyncRequest {
+                job_id,
+                kind: K::NAME,
+                job,
+                options,
+                request,
+                idempotency,
+                input: kept,
+                to_result: to_result(Arc::clone(kind)),
+            },
+        )
+        .await?;
+    Ok(accepted(
+        view(accepted_job.job),
+        mode,
+        accepted_job.replayed,
+    ))
+}

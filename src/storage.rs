@@ -1,0 +1,478 @@
+//! Page storage: where a job's pages and kept inputs live, and the one
+//! module that knows the output folder's layout.
+//!
+//! ```text
+//! OUTPUT_DIR/
+//!   <job_id>/page-NNN.<ext>    a job's pages, served at /jobs/<id>/pages/<n>
+//!   jobs.db                    async job records (jobs::store)
+//!   .jobs/inputs/<id>.pdf      an upload kept until its async job ends
+//!   .jobs/instances/<id>.lock  one lock per live instance (jobs::election)
+//!   .jobs/primary.lock         the singleton lease (jobs::election)
+//!   .scratch/<id>/             where renderers write pages before the store takes them
+//!   .spool/<id>.pdf            an upload spooled for a fanned-out job's renderers
+//! ```
+//!
+//! [`Layout`] names every path; [`PageStore`] is the seam the rest of the
+//! server goes through for bytes: renderers write into scratch space, the
+//! store *takes* each finished page ([`PageStore::put_page`]) and serves
+//! pages back as bytes; uploads of async jobs are kept by the store and
+//! named by an [`InputRef`], a serialisable reference recorded with the
+//! job. [`LocalPages`] keeps everything in the output folder (a rename per
+//! page); a store in an object store implements the same trait. Its I/O
+//! methods are async; worker threads call them through a runtime handle.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Every path under the output folder.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+
+    /// Creates the folders the server writes to.
+    pub fn create(&self) -> io::Result<()> {
+        for dir in [
+            self.root.clone(),
+            self.inputs_dir(),
+            self.instances_dir(),
+            self.root.join(".scratch"),
+            self.root.join(".spool"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        }
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The async jobs' database.
+    pub fn database(&self) -> PathBuf {
+        self.root.join("jobs.db")
+    }
+
+    /// One lock file per live instance.
+    pub fn instances_dir(&self) -> PathBuf {
+        self.root.join(".jobs").join("instances")
+    }
+
+    /// The singleton lease's lock file.
+    pub fn primary_lock(&self) -> PathBuf {
+        self.root.join(".jobs").join("primary.lock")
+    }
+
+    fn inputs_dir(&self) -> PathBuf {
+        self.root.join(".jobs").join("inputs")
+    }
+
+    fn input(&self, job_id: Uuid) -> PathBuf {
+        self.inputs_dir().join(format!("{job_id}.pdf"))
+    }
+
+    fn job_dir(&self, job_id: Uuid) -> PathBuf {
+        self.root.join(job_id.to_string())
+    }
+
+    fn scratch(&self, job_id: Uuid) -> PathBuf {
+        self.root.join(".scratch").join(job_id.to_string())
+    }
+
+    fn spool(&self, job_id: Uuid) -> PathBuf {
+        self.root.join(".spool").join(format!("{job_id}.pdf"))
+    }
+}
+
+/// The image format of a stored page; its extension is in the page's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    #[default]
+    Png,
+}
+
+impl ImageFormat {
+    pub const ALL: [ImageFormat; 1] = [ImageFormat::Png];
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "png",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "image/png",
+        }
+    }
+}
+
+/// File name of a rendered page: `page-001.png` (wider past page 999).
+pub fn page_file_name(page: u32, format: ImageFormat) -> String {
+    format!("page-{page:03}.{}", format.extension())
+}
+
+/// A job's input as recorded with it: serialisable, so a job can be
+/// admitted again after a restart (or, later, on another machine).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InputRef {
+    /// An upload the page store keeps until the job ends.
+    Kept { job_id: Uuid },
+    /// A file in `DATA_DIR`, already checked to lie inside it.
+    Data { path: PathBuf },
+}
+
+/// What a job reads: bytes that came with the request (sync jobs), or a
+/// reference the page store resolves.
+#[derive(Debug, Clone)]
+pub enum JobInput {
+    Inline(Bytes),
+    Stored(InputRef),
+}
+
+/// A page in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPage {
+    /// 1-based page number.
+    pub page: u32,
+    pub width: u32,
+    pub height: u32,
+    /// Size of the stored file.
+    pub bytes: u64,
+    #[serde(skip)]
+    pub format: ImageFormat,
+}
+
+/// A folder for one job's renderers to write into; removed when dropped.
+pub struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    /// Where the renderers write.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A file a renderer may read a job's input from: a kept upload, a data
+/// file or a spooled copy. A spooled copy is removed when this is dropped.
+pub struct LocalInput {
+    path: PathBuf,
+    spooled: bool,
+}
+
+impl LocalInput {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LocalInput {
+    fn drop(&mut self) {
+        if self.spooled {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Where pages and kept inputs go, and where they are served from.
+pub trait PageStore: Send + Sync + 'static {
+    /// A fresh scratch folder for the renderers of `job_id`.
+    fn scratch(&self, job_id: Uuid) -> io::Result<Scratch>;
+
+    /// Takes a finished page out of scratch space into the store.
+    fn put_page<'a>(
+        &'a self,
+        job_id: Uuid,
+        page: &'a StoredPage,
+        file: &'a Path,
+    ) -> BoxFuture<'a, io::Result<()>>;
+
+    /// A page's bytes, or `None` if the store has no such page.
+    fn get_page(
+        &self,
+        job_id: Uuid,
+        page: u32,
+    ) -> BoxFuture<'_, io::Result<Option<(ImageFormat, Bytes)>>>;
+
+    /// The job's pages, by page number.
+    fn list_pages(&self, job_id: Uuid) -> BoxFuture<'_, io::Result<Vec<(u32, ImageFormat)>>>;
+
+    /// Removes every page of a job (failed, undelivered or expired).
+    fn remove_pages(&self, job_id: Uuid) -> BoxFuture<'_, io::Result<()>>;
+
+    /// Jobs with pages whose newest write is older than `before` (the
+    /// retention of jobs that have no record).
+    fn jobs_older_than(&self, before: SystemTime) -> BoxFuture<'_, io::Result<Vec<Uuid>>>;
+
+    /// Keeps an upload for an async job until [`PageStore::remove_input`].
+    fn keep_input(&self, job_id: Uuid, bytes: Bytes) -> BoxFuture<'_, io::Result<InputRef>>;
+
+    /// Whether a recorded input can still be read.
+    fn has_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, bool>;
+
+    fn remove_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, io::Result<()>>;
+
+    /// A file the renderers can read the input from; bytes are spooled
+    /// to a file of their own (removed when the returned value drops).
+    fn local_input(&self, job_id: Uuid, input: &JobInput) -> io::Result<LocalInput>;
+}
+
+/// The output folder as the page store: pages are renamed into place.
+#[derive(Debug, Clone)]
+pub struct LocalPages {
+    layout: Layout,
+}
+
+impl LocalPages {
+    pub fn new(layout: Layout) -> Self {
+        LocalPages { layout }
+    }
+
+    /// The page's file, whichever format it was stored in.
+    fn find_page(&self, job_id: Uuid, page: u32) -> Option<(ImageFormat, PathBuf)> {
+        let dir = self.layout.job_dir(job_id);
+        ImageFormat::ALL
+            .into_iter()
+            .map(|f| (f, dir.join(page_file_name(page, f))))
+            .find(|(_, path)| path.is_file())
+    }
+}
+
+/// Parses `page-NNN.<ext>`.
+fn parse_page_name(name: &str) -> Option<(u32, ImageFormat)> {
+    let (stem, ext) = name.strip_prefix("page-")?.rsplit_once('.')?;
+    let format = ImageFormat::ALL
+        .into_iter()
+        .find(|f| f.extension() == ext)?;
+    Some((stem.parse().ok()?, format))
+}
+
+fn not_found_is_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl PageStore for LocalPages {
+    fn scratch(&self, job_id: Uuid) -> io::Result<Scratch> {
+        let dir = self.layout.scratch(job_id);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch { dir })
+    }
+
+    fn put_page<'a>(
+        &'a self,
+        job_id: Uuid,
+        page: &'a StoredPage,
+        file: &'a Path,
+    ) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let dir = self.layout.job_dir(job_id);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::rename(file, dir.join(page_file_name(page.page, page.format)))
+        })
+    }
+
+    fn get_page(
+        &self,
+        job_id: Uuid,
+        page: u32,
+    ) -> BoxFuture<'_, io::Result<Option<(ImageFormat, Bytes)>>> {
+        Box::pin(async move {
+            let Some((format, path)) = self.find_page(job_id, page) else {
+                return Ok(None);
+            };
+            let bytes = not_found_is_none(tokio::fs::read(&path).await)?;
+            Ok(bytes.map(|b| (format, Bytes::from(b))))
+        })
+    }
+
+    fn list_pages(&self, job_id: Uuid) -> BoxFuture<'_, io::Result<Vec<(u32, ImageFormat)>>> {
+        Box::pin(async move {
+            let dir = self.layout.job_dir(job_id);
+            let Some(mut entries) = not_found_is_none(tokio::fs::read_dir(&dir).await)? else {
+                return Ok(Vec::new());
+            };
+            let mut pages = Vec::new();
+            while let Some(entry) = entries.next_entry().await? {
+                if let Some(found) = entry.file_name().to_str().and_then(parse_page_name) {
+                    pages.push(found);
+                }
+            }
+            pages.sort_unstable_by_key(|(page, _)| *page);
+            Ok(pages)
+        })
+    }
+
+    fn remove_pages(&self, job_id: Uuid) -> BoxFuture<'_, io::Result<()>> {
+        Box::pin(async move {
+            not_found_is_none(std::fs::remove_dir_all(self.layout.job_dir(job_id)))?;
+            Ok(())
+        })
+    }
+
+    fn jobs_older_than(&self, before: SystemTime) -> BoxFuture<'_, io::Result<Vec<Uuid>>> {
+        Box::pin(async move {
+            let mut old = Vec::new();
+            for entry in std::fs::read_dir(self.layout.root())?.flatten() {
+                let Some(id) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Uuid::parse_str(n).ok())
+                else {
+                    continue;
+                };
+                let modified = entry.metadata().and_then(|m| m.modified());
+                if modified.is_ok_and(|m| m < before) {
+                    old.push(id);
+                }
+            }
+            Ok(old)
+        })
+    }
+
+    fn keep_input(&self, job_id: Uuid, bytes: Bytes) -> BoxFuture<'_, io::Result<InputRef>> {
+        Box::pin(async move {
+            tokio::fs::write(self.layout.input(job_id), &bytes).await?;
+            Ok(InputRef::Kept { job_id })
+        })
+    }
+
+    fn has_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            match input {
+                InputRef::Kept { job_id } => self.layout.input(*job_id).is_file(),
+                InputRef::Data { path } => path.is_file(),
+            }
+        })
+    }
+
+    fn remove_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            if let InputRef::Kept { job_id } = input {
+                not_found_is_none(std::fs::remove_file(self.layout.input(*job_id)))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn local_input(&self, job_id: Uuid, input: &JobInput) -> io::Result<LocalInput> {
+        match input {
+            JobInput::Inline(bytes) => {
+                let path = self.layout.spool(job_id);
+                std::fs::write(&path, bytes)?;
+                Ok(LocalInput {
+                    path,
+                    spooled: true,
+                })
+            }
+            JobInput::Stored(InputRef::Kept { job_id }) => Ok(LocalInput {
+                path: self.layout.input(*job_id),
+                spooled: false,
+            }),
+            JobInput::Stored(InputRef::Data { path }) => Ok(LocalInput {
+                path: path.clone(),
+                spooled: false,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalPages) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        (dir, LocalPages::new(layout))
+    }
+
+    #[test]
+    fn page_names_carry_their_format_and_parse_back() {
+        assert_eq!(page_file_name(7, ImageFormat::Png), "page-007.png");
+        assert_eq!(page_file_name(1234, ImageFormat::Png), "page-1234.png");
+        assert_eq!(parse_page_name("page-007.png"), Some((7, ImageFormat::Png)));
+        assert_eq!(parse_page_name("page-007.png.partial"), None);
+        assert_eq!(parse_page_name("notes.txt"), None);
+    }
+
+    #[tokio::test]
+    async fn a_page_taken_from_scratch_is_served_listed_and_removed() {
+        let (_dir, pages) = store();
+        let job = Uuid::new_v4();
+        let scratch = pages.scratch(job).unwrap();
+        let file = scratch.dir().join("page-002.png");
+        std::fs::write(&file, b"png bytes").unwrap();
+        let page = StoredPage {
+            page: 2,
+            width: 1,
+            height: 1,
+            bytes: 9,
+            format: ImageFormat::Png,
+        };
+        pages.put_page(job, &page, &file).await.unwrap();
+        assert!(!file.exists(), "the store took the file");
+        let (format, bytes) = pages.get_page(job, 2).await.unwrap().unwrap();
+        assert_eq!((format, &bytes[..]), (ImageFormat::Png, &b"png bytes"[..]));
+        assert_eq!(pages.get_page(job, 1).await.unwrap(), None);
+        assert_eq!(
+            pages.list_pages(job).await.unwrap(),
+            vec![(2, ImageFormat::Png)]
+        );
+        let scratch_dir = scratch.dir().to_path_buf();
+        drop(scratch);
+        assert!(!scratch_dir.exists(), "scratch space goes with its guard");
+        pages.remove_pages(job).await.unwrap();
+        assert_eq!(pages.get_page(job, 2).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_kept_input_is_readable_until_removed() {
+        let (_dir, pages) = store();
+        let job = Uuid::new_v4();
+        let kept = pages
+            .keep_input(job, Bytes::from_static(b"%PDF"))
+            .await
+            .unwrap();
+        assert!(pages.has_input(&kept).await);
+        let local = pages
+            .local_input(job, &JobInput::Stored(kept.clone()))
+            .unwrap();
+        assert_eq!(std::fs::read(local.path()).unwrap(), b"%PDF");
+        pages.remove_input(&kept).await.unwrap();
+        assert!(!pages.has_input(&kept).await);
+        let spooled = pages
+            .local_input(job, &JobInput::Inline(Bytes::from_static(b"x")))
+            .unwrap();
+        let path = spooled.path().to_path_buf();
+        assert!(path.is_file());
+        drop(spooled);
+        assert!(!path.exists(), "a spooled copy goes with its guard");
+    }
+}
