@@ -1,13 +1,12 @@
 //! Message jobs through the whole path: 200, 503 with Retry-After, 504, and
 //! a worker freed on time after a deadline or a disconnect.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use jobserver::config::PoolConfig;
 use serde_json::{json, Value};
 
-use crate::helpers::{error_code, spawn_app, test_config, wait_until};
+use crate::helpers::{error_code, raw_post_json, retry_after, spawn_app, test_config, wait_until};
 
 #[tokio::test]
 async fn a_message_job_answers_200_with_its_worker_result_and_timings() {
@@ -36,21 +35,13 @@ async fn a_full_queue_answers_503_at_once_with_retry_after() {
     config.message = PoolConfig::new(1, 1, Duration::from_secs(10));
     let app = spawn_app(config).await;
     let running = app.spawn_message(json!({"text": "a", "work_ms": 10_000, "timeout_ms": 3_000}));
-    wait_until("the first job runs", || app.state.message.busy() == 1).await;
+    wait_until("the first job runs", || app.busy("message") == 1).await;
     let queued = app.spawn_message(json!({"text": "b", "work_ms": 0}));
-    wait_until("the second job is queued", || {
-        app.state.message.depth() == 1
-    })
-    .await;
+    wait_until("the second job is queued", || app.depth("message") == 1).await;
 
     let response = app.message(json!({"text": "c"})).await;
     assert_eq!(response.status(), 503);
-    let retry_after: u64 = response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .expect("Retry-After is whole seconds");
-    assert!(retry_after >= 1);
+    assert!(retry_after(&response) >= 1, "Retry-After of a full queue");
     assert_eq!(error_code(response).await, "queue_full");
 
     assert_eq!(running.await.unwrap().status(), 504);
@@ -62,7 +53,7 @@ async fn a_job_past_its_deadline_answers_504_and_the_next_job_starts_within_100_
     let app = spawn_app(test_config()).await;
     let started = Instant::now();
     let slow = app.spawn_message(json!({"text": "slow", "work_ms": 10_000, "timeout_ms": 300}));
-    wait_until("the slow job runs", || app.state.message.busy() == 1).await;
+    wait_until("the slow job runs", || app.busy("message") == 1).await;
     let next = app.spawn_message(json!({"text": "next", "work_ms": 0}));
 
     let slow = slow.await.unwrap();
@@ -85,7 +76,7 @@ async fn a_job_still_queued_at_its_queue_budget_answers_504_unstarted() {
     config.message.queue_timeout = Duration::from_millis(200);
     let app = spawn_app(config).await;
     let busy = app.spawn_message(json!({"text": "busy", "work_ms": 1_000}));
-    wait_until("the first job runs", || app.state.message.busy() == 1).await;
+    wait_until("the first job runs", || app.busy("message") == 1).await;
 
     let response = app.message(json!({"text": "waits"})).await;
     assert_eq!(response.status(), 504);
@@ -97,18 +88,11 @@ async fn a_job_still_queued_at_its_queue_budget_answers_504_unstarted() {
 async fn a_client_that_disconnects_frees_the_worker() {
     let app = spawn_app(test_config()).await;
     let body = json!({"text": "abandoned", "work_ms": 10_000}).to_string();
-    let mut stream = std::net::TcpStream::connect(app.addr).unwrap();
-    write!(
-        stream,
-        "POST /jobs/message HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-        body.len(),
-        body
-    )
-    .unwrap();
-    wait_until("the job runs", || app.state.message.busy() == 1).await;
+    let stream = app.send_raw(&raw_post_json("/jobs/message", &body)).await;
+    wait_until("the job runs", || app.busy("message") == 1).await;
     let dropped = Instant::now();
     drop(stream);
-    wait_until("the worker is free", || app.state.message.busy() == 0).await;
+    wait_until("the worker is free", || app.busy("message") == 0).await;
     assert!(dropped.elapsed() < Duration::from_secs(1));
 
     let next = app.message(json!({"text": "next"})).await;
