@@ -1,7 +1,8 @@
 //! The harness of the end-to-end tests.
 //!
 //! - `spawn_app` starts the real `Application` on an ephemeral port with a
-//!   configuration built in code (tests never set environment variables).
+//!   configuration built in code (tests never set environment variables);
+//!   `spawn_binary` starts the real binary as a process.
 //! - `Api` speaks HTTP to one server, one method per endpoint; `TestApp`
 //!   dereferences to it.
 //! - `TestApp`'s own methods are the only place that reads the server's
@@ -11,18 +12,21 @@
 
 use std::ffi::OsStr;
 use std::future::Future;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use jobserver::config::{Config, PdfConfig, PoolConfig, RateLimitConfig};
 use jobserver::startup::Application;
 use jobserver::state::AppState;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
+use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -38,16 +42,10 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(data_dir().join(name)).unwrap_or_else(|e| panic!("data/{name}: {e}"))
 }
 
-/// A fresh, empty folder under the system temp dir.
-pub fn temp_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jobserver-test-{label}-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A configuration for tests: ephemeral port, no rate limit, one message
-/// worker and one PDF worker, short budgets, renders into a temp folder,
-/// renderers started from the real binary.
+/// worker and one PDF worker, short budgets, renderers started from the
+/// real binary. `output_dir` is left empty: `spawn_app` then renders into a
+/// temp folder the `TestApp` owns (set it to share a folder on purpose).
 pub fn test_config() -> Config {
     let pdf = PdfConfig {
         pool: PoolConfig::new(1, 4, Duration::from_secs(30)),
@@ -57,7 +55,7 @@ pub fn test_config() -> Config {
     Config {
         bind_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir(),
-        output_dir: temp_dir("out"),
+        output_dir: PathBuf::new(),
         message: PoolConfig::new(1, 4, Duration::from_secs(10)),
         pdf,
         rate_limit: RateLimitConfig {
@@ -70,7 +68,17 @@ pub fn test_config() -> Config {
 }
 
 /// Starts the server in this process, on the test's runtime.
-pub async fn spawn_app(config: Config) -> TestApp {
+pub async fn spawn_app(mut config: Config) -> TestApp {
+    let output = if config.output_dir.as_os_str().is_empty() {
+        let dir = tempfile::Builder::new()
+            .prefix("jobserver-test-out-")
+            .tempdir()
+            .expect("a temp folder for the renders");
+        config.output_dir = dir.path().to_path_buf();
+        Some(dir)
+    } else {
+        None
+    };
     let app = Application::build(config).await.expect("the app starts");
     let addr = app.local_addr().unwrap();
     let state = app.state().clone();
@@ -83,6 +91,7 @@ pub async fn spawn_app(config: Config) -> TestApp {
         state,
         stop: Some(stop),
         server: Some(server),
+        _output: output,
     }
 }
 
@@ -90,23 +99,11 @@ pub async fn spawn_app(config: Config) -> TestApp {
 /// what the tests may ask of its internals.
 pub struct TestApp {
     api: Api,
-    pub state: AppState,
+    state: AppState,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        // Renders go to a per-test temp folder; leave nothing behind.
-        if self
-            .state
-            .config
-            .output_dir
-            .starts_with(std::env::temp_dir())
-        {
-            let _ = std::fs::remove_dir_all(&self.state.config.output_dir);
-        }
-    }
+    /// The renders' folder, removed when the app is dropped.
+    _output: Option<TempDir>,
 }
 
 impl Deref for TestApp {
@@ -135,10 +132,16 @@ macro_rules! on_queue {
 }
 
 impl TestApp {
-    /// Triggers shutdown and waits for the server to finish draining.
-    pub async fn stop(mut self) -> std::io::Result<()> {
+    /// Triggers shutdown and waits for the server to finish draining. The
+    /// app can still be asked about its internals afterwards.
+    pub async fn stop(&mut self) -> std::io::Result<()> {
         let _ = self.stop.take().expect("stopped once").send(());
         self.server.take().unwrap().await.unwrap()
+    }
+
+    /// Stops admitting jobs, as a shutdown does first.
+    pub fn begin_drain(&self) {
+        self.state.begin_drain();
     }
 
     /// The folder renders are written to (`OUTPUT_DIR`).
@@ -156,6 +159,11 @@ impl TestApp {
         on_queue!(self.state, queue, |q| q.depth())
     }
 
+    /// Worker threads of `queue` alive now.
+    pub fn live_workers(&self, queue: &str) -> usize {
+        on_queue!(self.state, queue, |q| q.live_workers())
+    }
+
     /// Workers of `queue` whose status names a job.
     pub fn workers_on_a_job(&self, queue: &str) -> usize {
         on_queue!(self.state, queue, |q| q
@@ -163,6 +171,11 @@ impl TestApp {
             .iter()
             .filter(|w| w.job_id.is_some())
             .count())
+    }
+
+    /// Jobs of `queue` that ended `ok`.
+    pub fn jobs_ok(&self, queue: &str) -> u64 {
+        on_queue!(self.state, queue, |q| q.stats().ok.load(Ordering::Relaxed))
     }
 
     /// Process ids of the renderers alive now.
@@ -211,6 +224,26 @@ impl TestApp {
     /// Whether the server found pdfium unloadable.
     pub fn pdfium_unavailable(&self) -> bool {
         self.state.engine.unavailable().is_some()
+    }
+
+    /// Whether this instance holds the primary role (runs the sweeps).
+    pub fn is_primary(&self) -> bool {
+        self.state.jobs.is_primary()
+    }
+
+    /// Async job records this instance removed after their TTL.
+    pub fn removed_jobs(&self) -> u64 {
+        self.state.jobs.stats.removed.load(Ordering::Relaxed)
+    }
+
+    /// The state the job database holds for job `id`, if it has a record.
+    pub fn stored_state(&self, id: &str) -> Option<String> {
+        self.state
+            .jobs
+            .store()
+            .get(id.parse().expect("a job id"))
+            .expect("the job database answers")
+            .map(|record| record.state.as_str().to_string())
     }
 }
 
@@ -312,6 +345,99 @@ impl Api {
         send(self.client.post(self.url("/jobs/pdf")).multipart(form)).await
     }
 
+    /// An async message job as sent, whatever the answer.
+    pub async fn async_message(&self, body: Value) -> Response {
+        self.post_json("/jobs/message?mode=async", body).await
+    }
+
+    /// Submits an async message job; its id (the answer must be 202).
+    pub async fn submit_message(&self, body: Value) -> String {
+        accepted_id(self.async_message(body).await).await
+    }
+
+    /// Submits an async PDF job (`mode=async` is added to `query`); its id
+    /// (the answer must be 202).
+    pub async fn submit_pdf(&self, query: &str, bytes: Vec<u8>) -> String {
+        let query = match query {
+            "" => "?mode=async".to_string(),
+            q => format!("{q}&mode=async"),
+        };
+        accepted_id(self.upload_pdf(&query, bytes).await).await
+    }
+
+    /// `GET /jobs/{id}`, which must answer 200.
+    pub async fn job(&self, id: &str) -> Value {
+        let (status, view) = self.get_json(&format!("/jobs/{id}")).await;
+        assert_eq!(status, 200, "GET /jobs/{id}: {view}");
+        view
+    }
+
+    /// Polls the job the way a client does until `cond` holds (20 s at
+    /// most); fails at once if the job ends without it.
+    pub async fn job_until(&self, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        self.job_until_within(id, what, Duration::from_secs(20), cond)
+            .await
+    }
+
+    /// `job_until` with another limit.
+    pub async fn job_until_within(
+        &self,
+        id: &str,
+        what: &str,
+        limit: Duration,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let cond = &cond;
+        eventually(&format!("{what} (job {id})"), limit, || async move {
+            let view = self.job(id).await;
+            if cond(&view) {
+                return Some(view);
+            }
+            let ended = ["done", "failed", "cancelled", "expired"]
+                .contains(&view["state"].as_str().unwrap_or_default());
+            assert!(!ended, "job {id} ended before {what}: {view}");
+            None
+        })
+        .await
+    }
+
+    /// The job's event stream, read to its end (30 s at most).
+    pub async fn events(&self, id: &str) -> Vec<Sse> {
+        self.events_with(id, |_| {}).await
+    }
+
+    /// The job's event stream read to its end, `on_event` called on each
+    /// event as it arrives.
+    pub async fn events_with(&self, id: &str, on_event: impl Fn(&Sse)) -> Vec<Sse> {
+        let response = self.get(&format!("/jobs/{id}/events")).await;
+        read_events(response, on_event).await
+    }
+
+    /// The job's event stream resumed after event `last_event_id`.
+    pub async fn events_after(&self, id: &str, last_event_id: usize) -> Vec<Sse> {
+        let request = self
+            .client
+            .get(self.url(&format!("/jobs/{id}/events")))
+            .header("last-event-id", last_event_id.to_string());
+        let response = send(request).await;
+        read_events(response, |_| {}).await
+    }
+
+    /// `GET /jobs/{id}/pages/{n}`.
+    pub async fn page(&self, id: &str, n: u32) -> Response {
+        self.get(&format!("/jobs/{id}/pages/{n}")).await
+    }
+
+    /// `GET /jobs/{id}/archive`.
+    pub async fn archive(&self, id: &str) -> Response {
+        self.get(&format!("/jobs/{id}/archive")).await
+    }
+
+    /// `DELETE /jobs/{id}`.
+    pub async fn cancel(&self, id: &str) -> Response {
+        send(self.client.delete(self.url(&format!("/jobs/{id}")))).await
+    }
+
     /// `GET /metrics`: 200, Prometheus text.
     pub async fn metrics(&self) -> String {
         let response = self.get("/metrics").await;
@@ -322,6 +448,15 @@ impl Api {
             "metrics as {content_type}"
         );
         response.text().await.unwrap()
+    }
+
+    /// Waits until `/readyz` answers 200 (20 s at most).
+    pub async fn wait_ready(&self) {
+        eventually("the server is ready", Duration::from_secs(20), || async {
+            let ready = self.client.get(self.url("/readyz")).send().await;
+            ready.is_ok_and(|r| r.status() == 200).then_some(())
+        })
+        .await
     }
 
     /// Writes `request` (raw HTTP/1.1) on a new connection and leaves it
@@ -385,6 +520,23 @@ pub fn raw_post_json(path: &str, body: &str) -> String {
     )
 }
 
+/// The id of an accepted async job: the answer must be 202 with
+/// `Location: /jobs/<id>`.
+pub async fn accepted_id(response: Response) -> String {
+    let status = response.status();
+    if status != 202 {
+        panic!(
+            "async submit answered {status}, not 202: {}",
+            response.text().await.unwrap()
+        );
+    }
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let body: Value = response.json().await.unwrap();
+    let id = body["job_id"].as_str().expect("a job_id").to_string();
+    assert_eq!(location, format!("/jobs/{id}"), "Location names the job");
+    id
+}
+
 /// The error code of an error answer, checking the error shape.
 pub async fn error_code(response: Response) -> String {
     let body: Value = response.json().await.expect("errors are JSON");
@@ -412,6 +564,55 @@ pub fn retry_after(response: &Response) -> u64 {
         .unwrap()
         .parse()
         .expect("Retry-After is whole seconds")
+}
+
+/// A server-sent event.
+#[derive(Debug)]
+pub struct Sse {
+    pub name: String,
+    pub id: Option<usize>,
+    pub data: Value,
+}
+
+/// Reads an event stream to its end (30 s at most).
+async fn read_events(response: Response, on_event: impl Fn(&Sse)) -> Vec<Sse> {
+    assert_eq!(response.status(), 200, "the event stream opens");
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let (mut name, mut event_id, mut data) = (String::new(), None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        name = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        event_id = v.parse().ok();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push_str(v);
+                    }
+                }
+                if name.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                let event = Sse {
+                    name,
+                    id: event_id,
+                    data: serde_json::from_str(&data).unwrap(),
+                };
+                on_event(&event);
+                events.push(event);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the event stream ends with the job");
+    events
 }
 
 /// Calls `probe` until it returns `Some`, failing the test after `limit`.
@@ -445,6 +646,48 @@ pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     .await
 }
 
+/// Starts the server binary on `127.0.0.1:0`, text logs at `info` on a
+/// piped stdout, and returns it with the address it printed
+/// (`listening on http://ADDR`). `configure` adds the test's environment
+/// and may override these. The rest of stdout is read and dropped so the
+/// server never blocks on a full pipe.
+pub fn spawn_binary(configure: impl FnOnce(&mut Command) -> &mut Command) -> (Child, SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jobserver"));
+    command
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env_remove("LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    configure(&mut command);
+    let mut child = command.spawn().expect("the server binary starts");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (found, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in stdout.lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                if let Some(found) = found.take() {
+                    let _ = found.send(addr.trim().to_string());
+                }
+            }
+        }
+    });
+    let addr = match listening.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => addr,
+        Err(e) => {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("the server never said where it listens ({e}); it ended {status:?}");
+        }
+    };
+    let addr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("not an address: {addr:?}: {e}"));
+    (child, addr)
+}
+
 /// Sends `signal` (`"TERM"`, `"KILL"`, ...) to process `pid`.
 pub fn send_signal(pid: u32, signal: impl AsRef<OsStr>) {
     let sent = Command::new("kill")
@@ -471,4 +714,13 @@ pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<ExitStat
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// SIGTERM to `child`, then waits for it to exit (10 s at most, after which
+/// it is killed and the test fails).
+pub fn terminate(child: &mut Child) -> ExitStatus {
+    send_signal(child.id(), "TERM");
+    let limit = Duration::from_secs(10);
+    wait_with_deadline(child, limit)
+        .unwrap_or_else(|| panic!("the server did not exit within {limit:?} of SIGTERM"))
 }
