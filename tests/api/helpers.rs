@@ -20,6 +20,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use jobserver::config::{Config, PdfConfig, PoolConfig, RateLimitConfig};
 use jobserver::startup::Application;
@@ -613,6 +614,25 @@ async fn read_events(response: Response, on_event: impl Fn(&Sse)) -> Vec<Sse> {
         .await
         .expect("the event stream ends with the job");
     events
+}
+
+/// Awaits two requests started in the background, checking that `first`
+/// was answered before `second`; both answers, in that order.
+pub async fn answered_in_order(
+    first: JoinHandle<Response>,
+    second: JoinHandle<Response>,
+) -> (Response, Response) {
+    let mut pending: FuturesUnordered<_> = [(1, first), (2, second)]
+        .into_iter()
+        .map(|(n, request)| async move { (n, request.await.expect("the request ran")) })
+        .collect();
+    let (came_first, a) = pending.next().await.unwrap();
+    let (_, b) = pending.next().await.unwrap();
+    assert_eq!(
+        came_first, 1,
+        "the second request was answered before the first"
+    );
+    (a, b)
 }
 
 /// Calls `probe` until it returns `Some`, failing the test after `limit`.
