@@ -8,11 +8,11 @@
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, temp_dir, test_config, wait_until};
+use crate::helpers::{spawn_app, test_config, wait_until, wait_with_deadline};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// A hard stop for the browser, should it hang.
@@ -27,10 +27,7 @@ async fn the_dashboard_shows_a_busy_message_worker_and_idle_pdf_workers_in_a_bro
     );
     let app = spawn_app(test_config()).await;
     let _running = app.spawn_message(json!({"text": "x", "work_ms": 8000, "timeout_ms": 9000}));
-    wait_until("the message worker is busy", || {
-        app.state.pool("message").unwrap().busy() == 1
-    })
-    .await;
+    wait_until("the message worker is busy", || app.busy("message") == 1).await;
 
     let url = app.url("/");
     let dom = tokio::task::spawn_blocking(move || dump_dom(&url))
@@ -62,7 +59,12 @@ async fn the_dashboard_shows_a_busy_message_worker_and_idle_pdf_workers_in_a_bro
 /// fetches play out (virtual time waits for network requests in flight)
 /// before `--dump-dom` prints.
 fn dump_dom(url: &str) -> String {
-    let profile = temp_dir("chromium");
+    // Removed when it goes out of scope, on a panic too.
+    let folder = tempfile::Builder::new()
+        .prefix("jobserver-test-chromium-")
+        .tempdir()
+        .unwrap();
+    let profile = folder.path();
     let out_path = profile.join("dom.html");
     let err_path = profile.join("stderr.txt");
     let mut child = Command::new(CHROMIUM)
@@ -94,23 +96,12 @@ fn dump_dom(url: &str) -> String {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {CHROMIUM}: {e}"));
 
-    let deadline = Instant::now() + BROWSER_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-            let _ = std::fs::remove_dir_all(&profile);
-            panic!("chromium did not finish within {BROWSER_DEADLINE:?}; stderr:\n{stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = wait_with_deadline(&mut child, BROWSER_DEADLINE) else {
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        panic!("chromium did not finish within {BROWSER_DEADLINE:?}; stderr:\n{stderr}");
     };
     let dom = std::fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&profile);
     assert!(
         status.success() && !dom.is_empty(),
         "chromium failed ({status}); stderr:\n{stderr}"

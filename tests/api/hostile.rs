@@ -3,10 +3,11 @@
 //! `scripts/hostile.sh`, see `docs/hostile.md`): each gets a clear answer,
 //! no renderer crashes, and the server stays up.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use reqwest::Response;
 
 use crate::helpers::{data_dir, error_code, spawn_app, test_config, wait_until, TestApp};
 
@@ -15,30 +16,18 @@ fn hostile(name: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("data/hostile/{name}: {e} (python3 scripts/make_hostile.py)"))
 }
 
-async fn upload(app: &TestApp, query: &str, name: &str) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("/jobs/pdf{query}")))
-        .header("content-type", "application/pdf")
-        .body(hostile(name))
-        .send()
-        .await
-        .expect("the server answers")
+async fn upload(app: &TestApp, query: &str, name: &str) -> Response {
+    app.upload_pdf(query, hostile(name)).await
 }
 
 /// `/livez` answers 200 and no renderer has crashed.
 async fn assert_up(app: &TestApp, after: &str) {
-    let livez = app.client.get(app.url("/livez")).send().await.unwrap();
-    assert_eq!(livez.status(), 200, "/livez after {after}");
     assert_eq!(
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .renderer_crashes
-            .load(Ordering::Relaxed),
-        0,
-        "a renderer crashed on {after}"
+        app.get("/livez").await.status(),
+        200,
+        "/livez after {after}"
     );
+    assert_eq!(app.renderer_crashes(), 0, "a renderer crashed on {after}");
 }
 
 /// Uploads `name`, expects 200 and returns the rendered pages' pixel sizes.
@@ -95,16 +84,7 @@ async fn a_content_stream_bomb_is_stopped_at_its_deadline_and_the_next_job_runs(
     );
     assert_up(&app, "flate-bomb-content.pdf").await;
     // The worker kills the renderer at the deadline (just after the 504).
-    let engine = app
-        .state
-        .kind::<jobserver::routes::pdf::PdfKind>()
-        .unwrap()
-        .engine()
-        .clone();
-    wait_until("the renderer is killed", || {
-        engine.renderer_kills.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    wait_until("the renderer is killed", || app.renderer_kills() == 1).await;
     // The killed renderer was replaced: the next job renders.
     assert_eq!(
         rendered(&app, "?dpi=72", "mediabox-inverted.pdf").await,

@@ -10,5 +10,6 @@ mod jobs;
 mod message;
 mod observability;
 mod pdf;
+mod plugin;
 mod protocol;
 mod shutdown;

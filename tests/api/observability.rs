@@ -7,19 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use jobserver::config::PoolConfig;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::helpers::{data_dir, spawn_app, test_config, wait_until, TestApp};
-
-async fn metrics(app: &TestApp) -> String {
-    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    response.text().await.unwrap()
-}
+use crate::helpers::{fixture, spawn_app, test_config, wait_until};
 
 /// The value of the series whose line starts with `series` (name and labels).
 fn value(text: &str, series: &str) -> f64 {
@@ -36,15 +26,8 @@ fn value(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn the_openapi_document_lists_every_route_and_every_listed_route_exists() {
     let app = spawn_app(test_config()).await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, doc) = app.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let mut listed = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -105,7 +88,7 @@ async fn job_counters_move_with_each_outcome_and_rejection() {
     let mut config = test_config();
     config.message = PoolConfig::new(1, 1, Duration::from_secs(10));
     let app = spawn_app(config).await;
-    let before = metrics(&app).await;
+    let before = app.metrics().await;
     let series = |queue: &str, outcome: &str| {
         format!("jobserver_jobs_total{{queue=\"{queue}\",outcome=\"{outcome}\"}}")
     };
@@ -118,37 +101,24 @@ async fn job_counters_move_with_each_outcome_and_rejection() {
         .await;
     assert_eq!(slow.status(), 504);
     wait_until("the timed-out job lets go of the worker", || {
-        app.state.pool("message").unwrap().busy() == 0
+        app.busy("message") == 0
     })
     .await;
     // failed (an unreadable PDF is the job's failure, with 422)
-    let bad = app
-        .client
-        .post(app.url("/jobs/pdf"))
-        .header("content-type", "application/pdf")
-        .body(std::fs::read(data_dir().join("bad/random.pdf")).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let bad = app.upload_pdf("", fixture("bad/random.pdf")).await;
     assert_eq!(bad.status(), 422);
     // rejected (queue full)
     let running = app.spawn_message(json!({"text": "a", "work_ms": 10_000, "timeout_ms": 2_000}));
-    wait_until("a job runs", || {
-        app.state.pool("message").unwrap().busy() == 1
-    })
-    .await;
+    wait_until("a job runs", || app.busy("message") == 1).await;
     let queued = app.spawn_message(json!({"text": "b"}));
-    wait_until("a job waits", || {
-        app.state.pool("message").unwrap().depth() == 1
-    })
-    .await;
+    wait_until("a job waits", || app.depth("message") == 1).await;
     assert_eq!(app.message(json!({"text": "c"})).await.status(), 503);
     // invalid input, refused before admission
     assert_eq!(app.message(json!({"text": 1})).await.status(), 422);
     running.await.unwrap();
     queued.await.unwrap();
 
-    let after = metrics(&app).await;
+    let after = app.metrics().await;
     let moved = |s: &str| value(&after, s) - value(&before, s);
     assert_eq!(
         moved(&series("message", "ok")),
@@ -191,7 +161,7 @@ async fn the_metrics_pass_promtool_check_metrics() {
         .post_json("/jobs/pdf", json!({"path": "text.pdf", "dpi": 36}))
         .await;
     assert_eq!(pdf.status(), 200);
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     let promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -221,19 +191,9 @@ async fn status_shows_a_busy_worker_with_its_job_and_recent_jobs() {
     let app = spawn_app(test_config()).await;
     assert_eq!(app.message(json!({"text": "first"})).await.status(), 200);
     let running = app.spawn_message(json!({"text": "x", "work_ms": 2_000, "timeout_ms": 3_000}));
-    wait_until("the job runs", || {
-        app.state.pool("message").unwrap().busy() == 1
-    })
-    .await;
-    let status: Value = app
-        .client
-        .get(app.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    wait_until("the job runs", || app.busy("message") == 1).await;
+    let (code, status) = app.get_json("/status").await;
+    assert_eq!(code, 200);
     let message = &status["queues"][0];
     assert_eq!(message["queue"], "message");
     assert_eq!(message["busy_workers"], 1);

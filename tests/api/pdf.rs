@@ -7,34 +7,22 @@ use std::time::Duration;
 use jobserver::config::PoolConfig;
 use serde_json::{json, Value};
 
-use crate::helpers::{data_dir, error_code, spawn_app, temp_dir, test_config, wait_until, TestApp};
+use crate::helpers::{
+    answered_in_order, data_dir, error_code, error_message, fixture, send_signal, spawn_app,
+    test_config, wait_until,
+};
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(data_dir().join(name)).unwrap()
+/// Whether process `pid` exists (a zombie counts: it is not reaped yet).
+fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
-async fn upload(app: &TestApp, query: &str, bytes: Vec<u8>) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("/jobs/pdf{query}")))
-        .header("content-type", "application/pdf")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// Uploads a fixture in the background (a job to catch while it runs).
-fn spawn_upload(
-    app: &TestApp,
-    query: &str,
-    name: &str,
-) -> tokio::task::JoinHandle<reqwest::Response> {
-    let request = app
-        .client
-        .post(app.url(&format!("/jobs/pdf{query}")))
-        .header("content-type", "application/pdf")
-        .body(fixture(name));
-    tokio::spawn(async move { request.send().await.unwrap() })
+/// The page numbers of a PDF reply, in its order.
+fn page_numbers(reply: &Value) -> Vec<u64> {
+    let pages = reply["pages"]
+        .as_array()
+        .expect("a PDF reply lists its pages");
+    pages.iter().map(|p| p["page"].as_u64().unwrap()).collect()
 }
 
 /// Decodes a PNG and returns its size.
@@ -104,7 +92,7 @@ async fn a_data_file_renders_to_pngs_of_the_size_the_dpi_implies() {
             (w, h)
         );
         let url = page["url"].as_str().unwrap();
-        let served = app.client.get(app.url(url)).send().await.unwrap();
+        let served = app.get(url).await;
         assert_eq!(served.status(), 200);
         assert_eq!(served.headers()["content-type"], "image/png");
         let png = served.bytes().await.unwrap();
@@ -116,7 +104,9 @@ async fn a_data_file_renders_to_pngs_of_the_size_the_dpi_implies() {
 #[tokio::test]
 async fn the_dpi_scales_the_pixels_rounding_up() {
     let app = spawn_app(test_config()).await;
-    let response = upload(&app, "?dpi=150&pages=1", fixture("text.pdf")).await;
+    let response = app
+        .upload_pdf("?dpi=150&pages=1", fixture("text.pdf"))
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     // 595 x 842 pt at 150 dpi = 1239.6 x 1754.2 px, rounded up.
@@ -126,18 +116,14 @@ async fn the_dpi_scales_the_pixels_rounding_up() {
 
 #[tokio::test]
 async fn a_page_range_renders_only_those_pages() {
-    let config = test_config();
-    let out = config.output_dir.clone();
-    let app = spawn_app(config).await;
-    let response = upload(&app, "?dpi=36&pages=2-3,40,3", fixture("many-pages.pdf")).await;
+    let app = spawn_app(test_config()).await;
+    let out = app.output_dir();
+    let response = app
+        .upload_pdf("?dpi=36&pages=2-3,40,3", fixture("many-pages.pdf"))
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let numbers: Vec<u64> = body["pages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["page"].as_u64().unwrap())
-        .collect();
+    let numbers = page_numbers(&body);
     assert_eq!(numbers, [2, 3, 40]);
     assert_eq!(body["page_count"], 40);
     let job = body["job_id"].as_str().unwrap();
@@ -160,55 +146,44 @@ async fn a_multipart_upload_with_the_password_opens_an_encrypted_file() {
         if let Some(p) = password {
             form = form.text("password", p.to_string());
         }
-        app.client.post(app.url("/jobs/pdf")).multipart(form).send()
+        app.upload_multipart(form)
     };
-    let ok = send(Some("secret")).await.unwrap();
+    let ok = send(Some("secret")).await;
     assert_eq!(ok.status(), 200);
     let body: Value = ok.json().await.unwrap();
     assert_eq!(body["page_count"], 2);
 
-    let missing = send(None).await.unwrap();
-    assert_eq!(missing.status(), 422);
-    let body: Value = missing.json().await.unwrap();
-    assert!(
-        body["message"].as_str().unwrap().contains("password"),
-        "{body}"
-    );
+    let missing = send(None).await;
+    let message = error_message(missing, 422).await;
+    assert!(message.contains("password"), "{message}");
 
-    let nul = send(Some("a\0b")).await.unwrap();
+    let nul = send(Some("a\0b")).await;
     assert_eq!(
         nul.status(),
         400,
         "a password pdfium cannot take is refused up front"
     );
 
-    let wrong = send(Some("guess")).await.unwrap();
-    assert_eq!(wrong.status(), 422);
-    let body: Value = wrong.json().await.unwrap();
-    assert!(
-        body["message"].as_str().unwrap().contains("incorrect"),
-        "{body}"
-    );
+    let wrong = send(Some("guess")).await;
+    let message = error_message(wrong, 422).await;
+    assert!(message.contains("incorrect"), "{message}");
 }
 
 #[tokio::test]
 async fn unreadable_pdfs_get_422_with_pdfiums_reason_and_the_worker_carries_on() {
     let app = spawn_app(test_config()).await;
     for name in ["bad/truncated.pdf", "bad/random.pdf", "bad/not-a-pdf.pdf"] {
-        let response = upload(&app, "", fixture(name)).await;
-        assert_eq!(response.status(), 422, "{name}");
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"], "invalid_input");
-        assert!(
-            body["message"].as_str().unwrap().contains("pdfium"),
-            "{name}: {body}"
-        );
+        let response = app.upload_pdf("", fixture(name)).await;
+        let message = error_message(response, 422).await;
+        assert!(message.contains("pdfium"), "{name}: {message}");
     }
-    let empty = upload(&app, "", Vec::new()).await;
+    let empty = app.upload_pdf("", Vec::new()).await;
     assert_eq!(empty.status(), 422);
     assert_eq!(error_code(empty).await, "invalid_input");
 
-    let after = upload(&app, "?dpi=36&pages=1", fixture("sample.pdf")).await;
+    let after = app
+        .upload_pdf("?dpi=36&pages=1", fixture("sample.pdf"))
+        .await;
     assert_eq!(after.status(), 200, "the worker survives bad input");
 }
 
@@ -216,34 +191,26 @@ async fn unreadable_pdfs_get_422_with_pdfiums_reason_and_the_worker_carries_on()
 async fn pages_past_the_limits_are_refused_before_rendering_with_422() {
     let mut config = test_config();
     config.pdf.max_pages = 5;
-    let out = config.output_dir.clone();
     let app = spawn_app(config).await;
+    let out = app.output_dir();
 
     let huge = app
         .post_json("/jobs/pdf", json!({"path": "huge-page.pdf"}))
         .await;
-    assert_eq!(huge.status(), 422);
-    let body: Value = huge.json().await.unwrap();
-    assert!(
-        body["message"].as_str().unwrap().contains("PDF_MAX_PIXELS"),
-        "{body}"
-    );
+    let message = error_message(huge, 422).await;
+    assert!(message.contains("PDF_MAX_PIXELS"), "{message}");
 
-    let many = upload(&app, "?dpi=36", fixture("many-pages.pdf")).await;
-    assert_eq!(many.status(), 422);
-    let body: Value = many.json().await.unwrap();
-    assert!(
-        body["message"].as_str().unwrap().contains("PDF_MAX_PAGES"),
-        "{body}"
-    );
+    let many = app.upload_pdf("?dpi=36", fixture("many-pages.pdf")).await;
+    let message = error_message(many, 422).await;
+    assert!(message.contains("PDF_MAX_PAGES"), "{message}");
 
-    let beyond = upload(&app, "?pages=7", fixture("sample.pdf")).await;
+    let beyond = app.upload_pdf("?pages=7", fixture("sample.pdf")).await;
     assert_eq!(beyond.status(), 422);
 
     assert!(
-        files_in(&out).is_empty(),
+        files_in(out).is_empty(),
         "refused jobs wrote {:?}",
-        files_in(&out)
+        files_in(out)
     );
 }
 
@@ -259,28 +226,25 @@ async fn bad_options_get_400_and_an_upload_over_the_limit_413() {
         "?dpi=100000",
         "?dpi=abc",
     ] {
-        let response = upload(&app, query, fixture("text.pdf")).await;
+        let response = app.upload_pdf(query, fixture("text.pdf")).await;
         assert_eq!(response.status(), 400, "{query}");
     }
-    let big = upload(&app, "", fixture("sample.pdf")).await;
+    let big = app.upload_pdf("", fixture("sample.pdf")).await;
     assert_eq!(big.status(), 413);
     assert_eq!(error_code(big).await, "payload_too_large");
-    let wrong_type = app
-        .client
-        .post(app.url("/jobs/pdf"))
-        .header("content-type", "image/png")
-        .body(vec![1, 2, 3])
-        .send()
-        .await
-        .unwrap();
+    let wrong_type = app.post_body("/jobs/pdf", "image/png", vec![1, 2, 3]).await;
     assert_eq!(wrong_type.status(), 415);
 }
 
 #[tokio::test]
 async fn paths_that_leave_the_data_folder_are_refused_with_400() {
-    let data = temp_dir("data");
+    // root/data is the data folder; root/outside/secret.pdf lies beside it.
+    let root = tempfile::tempdir().unwrap();
+    let (data, outside) = (root.path().join("data"), root.path().join("outside"));
+    for dir in [&data, &outside] {
+        std::fs::create_dir(dir).unwrap();
+    }
     std::fs::copy(data_dir().join("text.pdf"), data.join("text.pdf")).unwrap();
-    let outside = temp_dir("outside");
     std::fs::copy(data_dir().join("text.pdf"), outside.join("secret.pdf")).unwrap();
     std::os::unix::fs::symlink(outside.join("secret.pdf"), data.join("link.pdf")).unwrap();
     let mut config = test_config();
@@ -303,143 +267,87 @@ async fn paths_that_leave_the_data_folder_are_refused_with_400() {
 
 #[tokio::test]
 async fn a_killed_renderer_fails_that_job_only_and_the_next_job_succeeds() {
-    let config = test_config();
-    let out = config.output_dir.clone();
-    let app = spawn_app(config).await;
-    wait_until("a renderer runs", || {
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .renderer_pids()
-            .len()
-            == 1
-    })
-    .await;
-    let pid = app
-        .state
-        .kind::<jobserver::routes::pdf::PdfKind>()
-        .unwrap()
-        .engine()
-        .renderer_pids()[0];
-    let slow = spawn_upload(&app, "?dpi=600", "many-pages.pdf");
-    wait_until("the first page is written", || {
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .pages_rendered
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1
-    })
-    .await;
-    assert!(std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    let app = spawn_app(test_config()).await;
+    let out = app.output_dir();
+    let pid = app.wait_renderers(1).await[0];
+    let slow = app.spawn_upload_pdf("?dpi=600", fixture("many-pages.pdf"));
+    wait_until("the first page is written", || app.pages_rendered() >= 1).await;
+    send_signal(pid, "KILL");
 
     let failed = slow.await.unwrap();
     assert_eq!(failed.status(), 500);
     let body: Value = failed.json().await.unwrap();
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("renderer process died"),
-        "{body}"
-    );
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("renderer process died"), "{body}");
     let job = body["job_id"].as_str().unwrap();
     assert!(
         !out.join(job).exists(),
         "the failed job's pages were removed"
     );
 
-    let next = upload(&app, "?dpi=36&pages=1", fixture("sample.pdf")).await;
+    let next = app
+        .upload_pdf("?dpi=36&pages=1", fixture("sample.pdf"))
+        .await;
     assert_eq!(next.status(), 200);
-    let pids = app
-        .state
-        .kind::<jobserver::routes::pdf::PdfKind>()
-        .unwrap()
-        .engine()
-        .renderer_pids();
+    let pids = app.renderer_pids();
     assert_eq!(pids.len(), 1);
     assert_ne!(pids[0], pid, "a new renderer replaced the killed one");
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "the killed renderer was reaped"
-    );
+    assert!(!exists(pid), "the killed renderer was reaped");
 }
 
 #[tokio::test]
 async fn a_renderer_killed_while_idle_is_reaped_and_replaced_before_any_job_needs_it() {
     let app = spawn_app(test_config()).await;
-    wait_until("a renderer runs", || {
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .renderer_pids()
-            .len()
-            == 1
+    let pid = app.wait_renderers(1).await[0];
+    send_signal(pid, "KILL");
+    // The worker checks its renderer between jobs; no job is sent here.
+    wait_until("the dead renderer is reaped and replaced", || {
+        let pids = app.renderer_pids();
+        pids.len() == 1 && pids[0] != pid && !exists(pid)
     })
     .await;
-    let pid = app
-        .state
-        .kind::<jobserver::routes::pdf::PdfKind>()
-        .unwrap()
-        .engine()
-        .renderer_pids()[0];
-    assert!(std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-    // The worker checks its renderer between jobs; no job is sent here.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let pids = app
-            .state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .renderer_pids();
-        if pids.len() == 1 && pids[0] != pid && !Path::new(&format!("/proc/{pid}")).exists() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the dead renderer was not replaced: {pids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let next = upload(&app, "?dpi=36&pages=1", fixture("sample.pdf")).await;
+    let next = app
+        .upload_pdf("?dpi=36&pages=1", fixture("sample.pdf"))
+        .await;
     assert_eq!(next.status(), 200, "the next job finds a live renderer");
 }
 
 #[tokio::test]
-async fn a_deadline_mid_render_answers_504_and_the_next_job_starts_within_100_ms() {
-    let config = test_config();
-    let out = config.output_dir.clone();
-    let app = spawn_app(config).await;
-    let slow = spawn_upload(&app, "?dpi=600&timeout_ms=400", "many-pages.pdf");
-    wait_until("the slow job runs", || {
-        app.state.pool("pdf").unwrap().busy() == 1
-    })
-    .await;
-    let next = upload(&app, "?dpi=36&pages=1", fixture("text.pdf"));
-    let (slow, next) = tokio::join!(slow, next);
-    let slow = slow.unwrap();
+async fn a_deadline_mid_render_answers_504_and_the_next_job_runs_once_the_render_is_stopped() {
+    let app = spawn_app(test_config()).await;
+    let out = app.output_dir();
+    // 40 pages at 600 dpi take far longer than the 400 ms deadline.
+    let slow = app.spawn_upload_pdf("?dpi=600&timeout_ms=400", fixture("many-pages.pdf"));
+    wait_until("the slow job runs", || app.busy("pdf") == 1).await;
+    let next = app.spawn_upload_pdf("?dpi=36&pages=1", fixture("text.pdf"));
+
+    // Queued behind the slow job, the next one is answered after its 504.
+    let (slow, next) = answered_in_order(slow, next).await;
     assert_eq!(slow.status(), 504);
     let body: Value = slow.json().await.unwrap();
     assert_eq!(body["error"], "timeout");
+    assert_eq!(
+        next.status(),
+        200,
+        "the worker carries on with the next job"
+    );
 
-    assert_eq!(next.status(), 200);
-    let next: Value = next.json().await.unwrap();
-    let waited = next["queue_ms"].as_f64().unwrap();
-    assert!(waited < 400.0 + 100.0, "the next job waited {waited} ms");
-    // The next job started after the slow one's cleanup: nothing partial left.
-    assert!(!out.join(body["job_id"].as_str().unwrap()).exists());
+    assert_eq!(
+        app.renderer_kills(),
+        1,
+        "the slow job was stopped by killing its renderer"
+    );
+    let slow_pages = app.pages_rendered() - 1;
+    assert!(
+        slow_pages < 40,
+        "the next job ran once the slow render was stopped, not after its 40 pages \
+         ({slow_pages} rendered)"
+    );
+    // The slow one's cleanup came first too: nothing partial left.
+    assert!(
+        !out.join(body["job_id"].as_str().unwrap()).exists(),
+        "the stopped job's pages were removed"
+    );
 }
 
 #[tokio::test]
@@ -447,42 +355,20 @@ async fn two_workers_render_two_jobs_at_once() {
     let mut config = test_config();
     config.pdf.pool = PoolConfig::new(2, 4, Duration::from_secs(30));
     let app = spawn_app(config).await;
-    let a = spawn_upload(&app, "?dpi=600&timeout_ms=20000", "many-pages.pdf");
-    let b = spawn_upload(&app, "?dpi=600&timeout_ms=20000", "many-pages.pdf");
-    wait_until("both workers render", || {
-        app.state.pool("pdf").unwrap().busy() == 2
-    })
-    .await;
-    let pids = app
-        .state
-        .kind::<jobserver::routes::pdf::PdfKind>()
-        .unwrap()
-        .engine()
-        .renderer_pids();
+    let a = app.spawn_upload_pdf("?dpi=600&timeout_ms=20000", fixture("many-pages.pdf"));
+    let b = app.spawn_upload_pdf("?dpi=600&timeout_ms=20000", fixture("many-pages.pdf"));
+    wait_until("both workers render", || app.busy("pdf") == 2).await;
+    let pids = app.renderer_pids();
     assert_eq!(pids.len(), 2, "one renderer process per worker");
     wait_until("both renderers have written pages", || {
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .pages_rendered
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 2
+        app.pages_rendered() >= 2
     })
     .await;
-    let workers: Vec<_> = app
-        .state
-        .pool("pdf")
-        .unwrap()
-        .workers()
-        .into_iter()
-        .filter(|w| w.job_id.is_some())
-        .collect();
-    assert_eq!(workers.len(), 2, "two jobs in flight at once");
+    assert_eq!(app.workers_on_a_job("pdf"), 2, "two jobs in flight at once");
     a.abort();
     b.abort();
     wait_until("cancelled renders free both workers", || {
-        app.state.pool("pdf").unwrap().busy() == 0
+        app.busy("pdf") == 0
     })
     .await;
 }
@@ -509,26 +395,16 @@ async fn without_pdfium_the_server_starts_reports_not_ready_and_answers_pdf_jobs
     config.pdf.pdfium_lib_path = Some("/nonexistent/libpdfium.so".into());
     let app = spawn_app(config).await;
     wait_until("the engine reports unavailable", || {
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .unavailable()
-            .is_some()
+        app.pdfium_unavailable()
     })
     .await;
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
-    let body: Value = ready.json().await.unwrap();
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!(status, 503, "not ready without pdfium: {body}");
     assert_eq!(body["failed"][0]["check"], "pdfium", "{body}");
 
-    let pdf = upload(&app, "", fixture("text.pdf")).await;
-    assert_eq!(pdf.status(), 503);
-    let body: Value = pdf.json().await.unwrap();
-    assert!(
-        body["message"].as_str().unwrap().contains("pdfium"),
-        "{body}"
-    );
+    let pdf = app.upload_pdf("", fixture("text.pdf")).await;
+    let message = error_message(pdf, 503).await;
+    assert!(message.contains("pdfium"), "{message}");
     assert_eq!(
         app.message(json!({"text": "still here"})).await.status(),
         200
@@ -543,38 +419,15 @@ fn two_workers() -> jobserver::config::Config {
 
 #[tokio::test]
 async fn a_lone_job_spreads_its_pages_over_idle_renderers_and_keeps_their_order() {
-    let config = two_workers();
-    let out = config.output_dir.clone();
-    let app = spawn_app(config).await;
-    wait_until("both renderers run", || {
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .renderer_pids()
-            .len()
-            == 2
-    })
-    .await;
-    let response = upload(&app, "?dpi=50", fixture("many-pages.pdf")).await;
+    let app = spawn_app(two_workers()).await;
+    let out = app.output_dir();
+    app.wait_renderers(2).await;
+    let response = app.upload_pdf("?dpi=50", fixture("many-pages.pdf")).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let numbers: Vec<u64> = body["pages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["page"].as_u64().unwrap())
-        .collect();
+    let numbers = page_numbers(&body);
     assert_eq!(numbers, (1..=40).collect::<Vec<u64>>());
-    assert_eq!(
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .fanned_out_jobs
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(app.fanned_out_jobs(), 1);
     let job = body["job_id"].as_str().unwrap();
     assert_eq!(files_in(&out.join(job)).len(), 40);
     assert!(
@@ -582,12 +435,7 @@ async fn a_lone_job_spreads_its_pages_over_idle_renderers_and_keeps_their_order(
         "the spooled upload was removed"
     );
     assert_eq!(
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .renderer_pids()
-            .len(),
+        app.renderer_pids().len(),
         2,
         "the borrowed renderer went back"
     );
@@ -596,28 +444,10 @@ async fn a_lone_job_spreads_its_pages_over_idle_renderers_and_keeps_their_order(
 #[tokio::test]
 async fn a_new_job_takes_its_renderer_back_from_a_fanned_out_one() {
     let app = spawn_app(two_workers()).await;
-    wait_until("both renderers run", || {
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .renderer_pids()
-            .len()
-            == 2
-    })
-    .await;
-    let big = spawn_upload(&app, "?dpi=400", "many-pages.pdf");
-    wait_until("the big job fans out", || {
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .fanned_out_jobs
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 1
-    })
-    .await;
-    let small = upload(&app, "?dpi=36&pages=1", fixture("text.pdf")).await;
+    app.wait_renderers(2).await;
+    let big = app.spawn_upload_pdf("?dpi=400", fixture("many-pages.pdf"));
+    wait_until("the big job fans out", || app.fanned_out_jobs() == 1).await;
+    let small = app.upload_pdf("?dpi=36&pages=1", fixture("text.pdf")).await;
     assert_eq!(small.status(), 200);
     assert!(
         !big.is_finished(),
@@ -631,47 +461,25 @@ async fn a_new_job_takes_its_renderer_back_from_a_fanned_out_one() {
 
 #[tokio::test]
 async fn a_deadline_during_fan_out_stops_every_renderer_and_both_workers_carry_on() {
-    let config = two_workers();
-    let out = config.output_dir.clone();
-    let app = spawn_app(config).await;
-    wait_until("both renderers run", || {
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .renderer_pids()
-            .len()
-            == 2
-    })
-    .await;
-    let before = app
-        .state
-        .kind::<jobserver::routes::pdf::PdfKind>()
-        .unwrap()
-        .engine()
-        .renderer_pids();
-    let slow = upload(&app, "?dpi=600&timeout_ms=400", fixture("many-pages.pdf")).await;
+    let app = spawn_app(two_workers()).await;
+    let out = app.output_dir();
+    let before = app.wait_renderers(2).await;
+    let slow = app
+        .upload_pdf("?dpi=600&timeout_ms=400", fixture("many-pages.pdf"))
+        .await;
     assert_eq!(slow.status(), 504);
     let body: Value = slow.json().await.unwrap();
     // The answer leaves at the deadline; the worker cleans up right after.
-    wait_until("the worker has cleaned up", || {
-        app.state.pool("pdf").unwrap().busy() == 0
-    })
-    .await;
+    wait_until("the worker has cleaned up", || app.busy("pdf") == 0).await;
     assert!(!out.join(body["job_id"].as_str().unwrap()).exists());
     wait_until("both renderers are replaced", || {
-        let now = app
-            .state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .renderer_pids();
+        let now = app.renderer_pids();
         now.len() == 2 && now.iter().all(|p| !before.contains(p))
     })
     .await;
     let (a, b) = tokio::join!(
-        upload(&app, "?dpi=36&pages=1", fixture("text.pdf")),
-        upload(&app, "?dpi=36&pages=2", fixture("text.pdf"))
+        app.upload_pdf("?dpi=36&pages=1", fixture("text.pdf")),
+        app.upload_pdf("?dpi=36&pages=2", fixture("text.pdf"))
     );
     assert_eq!(
         (a.status(), b.status()),
@@ -684,44 +492,20 @@ async fn a_renderer_is_recycled_after_its_job_quota() {
     let mut config = test_config();
     config.pdf.renderer_max_jobs = 2;
     let app = spawn_app(config).await;
-    wait_until("a renderer runs", || {
-        app.state
-            .kind::<jobserver::routes::pdf::PdfKind>()
-            .unwrap()
-            .engine()
-            .renderer_pids()
-            .len()
-            == 1
-    })
-    .await;
-    let first = app
-        .state
-        .kind::<jobserver::routes::pdf::PdfKind>()
-        .unwrap()
-        .engine()
-        .renderer_pids()[0];
+    let first = app.wait_renderers(1).await[0];
     for page in ["1", "2"] {
-        let response = upload(&app, &format!("?dpi=36&pages={page}"), fixture("text.pdf")).await;
+        let response = app
+            .upload_pdf(&format!("?dpi=36&pages={page}"), fixture("text.pdf"))
+            .await;
         assert_eq!(response.status(), 200);
     }
-    let recycles = app
-        .state
-        .kind::<jobserver::routes::pdf::PdfKind>()
-        .unwrap()
-        .engine()
-        .renderer_recycles
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let recycles = app.renderer_recycles();
     assert_eq!(recycles, 1, "two jobs reach the quota of two");
-    let pids = app
-        .state
-        .kind::<jobserver::routes::pdf::PdfKind>()
-        .unwrap()
-        .engine()
-        .renderer_pids();
+    let pids = app.renderer_pids();
     assert_eq!(pids.len(), 1);
     assert_ne!(pids[0], first, "a fresh renderer took over");
     assert_eq!(
-        upload(&app, "?dpi=36&pages=3", fixture("text.pdf"))
+        app.upload_pdf("?dpi=36&pages=3", fixture("text.pdf"))
             .await
             .status(),
         200
@@ -735,18 +519,12 @@ async fn a_renderer_above_the_memory_mark_is_recycled_after_its_job() {
     config.pdf.renderer_max_rss_mb = 1;
     let app = spawn_app(config).await;
     assert_eq!(
-        upload(&app, "?dpi=36&pages=1", fixture("text.pdf"))
+        app.upload_pdf("?dpi=36&pages=1", fixture("text.pdf"))
             .await
             .status(),
         200
     );
-    let recycles = app
-        .state
-        .kind::<jobserver::routes::pdf::PdfKind>()
-        .unwrap()
-        .engine()
-        .renderer_recycles
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let recycles = app.renderer_recycles();
     assert_eq!(recycles, 1);
 }
 
@@ -756,16 +534,14 @@ async fn a_page_too_big_for_the_renderers_memory_cap_fails_alone_with_422() {
     // Enough to load pdfium, too little for an A4 bitmap at 600 dpi (~100 MiB).
     config.pdf.renderer_memory_limit_mb = 96;
     let app = spawn_app(config).await;
-    let big = upload(&app, "?dpi=600&pages=1", fixture("text.pdf")).await;
-    assert_eq!(big.status(), 422);
-    let body: Value = big.json().await.unwrap();
+    let big = app
+        .upload_pdf("?dpi=600&pages=1", fixture("text.pdf"))
+        .await;
+    let message = error_message(big, 422).await;
     assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("PDF_RENDERER_MEMORY_LIMIT_MB"),
-        "{body}"
+        message.contains("PDF_RENDERER_MEMORY_LIMIT_MB"),
+        "{message}"
     );
-    let small = upload(&app, "?dpi=72&pages=1", fixture("text.pdf")).await;
+    let small = app.upload_pdf("?dpi=72&pages=1", fixture("text.pdf")).await;
     assert_eq!(small.status(), 200, "the renderer carries on");
 }

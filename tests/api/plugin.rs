@@ -14,7 +14,6 @@ use jobserver::kind::JobKind;
 use jobserver::queue::{Completed, JobContext, JobError, JobQueue, SubmitOptions, Worker};
 use jobserver::routes::standard_kinds;
 use jobserver::routes::submit::run_or_accept;
-use jobserver::startup::Application;
 use jobserver::state::{AppState, StartContext};
 use jobserver::storage::JobInput;
 use serde::{Deserialize, Serialize};
@@ -22,7 +21,7 @@ use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::helpers::{test_config, wait_until, TestApp};
+use crate::helpers::{spawn_app_with, test_config, wait_until, TestApp};
 
 /// Upper-cases a text after holding the worker for `hold_ms`.
 struct EchoWorker;
@@ -125,10 +124,7 @@ fn echo_routes(_: &AppState) -> OpenApiRouter<AppState> {
 async fn spawn_with_echo() -> TestApp {
     let mut kinds = standard_kinds();
     kinds.register(EchoKind::start, echo_routes);
-    let app = Application::build_with(test_config(), kinds)
-        .await
-        .expect("the app starts with the extra type");
-    TestApp::serve(app)
+    spawn_app_with(test_config(), kinds).await
 }
 
 async fn echo(app: &TestApp, query: &str, body: Value) -> reqwest::Response {
@@ -141,8 +137,8 @@ async fn echo(app: &TestApp, query: &str, body: Value) -> reqwest::Response {
 }
 
 #[tokio::test]
-async fn a_worker_type_from_outside_the_crate_runs_sync_async_and_is_refused_and_timed_like_the_others()
-{
+async fn a_worker_type_from_outside_the_crate_runs_sync_async_and_is_refused_and_timed_like_the_others(
+) {
     let app = spawn_with_echo().await;
 
     let ok = echo(&app, "", json!({"text": "hi"})).await;
@@ -150,13 +146,18 @@ async fn a_worker_type_from_outside_the_crate_runs_sync_async_and_is_refused_and
     let ok: Value = ok.json().await.unwrap();
     assert_eq!(ok["echo"], "HI", "{ok}");
 
-    let late = echo(&app, "", json!({"text": "x", "hold_ms": 5000, "timeout_ms": 100})).await;
+    let late = echo(
+        &app,
+        "",
+        json!({"text": "x", "hold_ms": 5000, "timeout_ms": 100}),
+    )
+    .await;
     assert_eq!(late.status(), 504, "the deadline ends a held job");
     let late: Value = late.json().await.unwrap();
     assert_eq!(late["error"], "timeout", "{late}");
 
     // One worker, one place in the queue: a third job is refused at once.
-    let busy = app.state.pool("echo").expect("the type is registered");
+    let busy = app.pool("echo");
     wait_until("the timed-out job has left the worker", || busy.busy() == 0).await;
     let client = app.client.clone();
     let url = app.url("/jobs/echo");
@@ -169,7 +170,13 @@ async fn a_worker_type_from_outside_the_crate_runs_sync_async_and_is_refused_and
     });
     wait_until("the first job runs", || busy.busy() == 1).await;
     let queued = tokio::spawn(async move {
-        client.post(url).json(&json!({"text": "b"})).send().await.unwrap().status()
+        client
+            .post(url)
+            .json(&json!({"text": "b"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
     });
     wait_until("the second job waits", || busy.depth() == 1).await;
     let refused = echo(&app, "", json!({"text": "c"})).await;
@@ -183,36 +190,18 @@ async fn a_worker_type_from_outside_the_crate_runs_sync_async_and_is_refused_and
     let accepted = echo(&app, "?mode=async", json!({"text": "later"})).await;
     assert_eq!(accepted.status(), 202);
     let location = accepted.headers()["location"].to_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let job = loop {
-        let job: Value = app
-            .client
-            .get(app.url(&location))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["state"] == "done" {
-            break job;
-        }
-        assert!(std::time::Instant::now() < deadline, "never done: {job}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let id = location.trim_start_matches("/jobs/").to_string();
+    let job = app
+        .job_until(&id, "the echo job is done", |j| j["state"] == "done")
+        .await;
     assert_eq!(job["kind"], "echo");
     assert_eq!(job["result"]["echo"], "LATER", "{job}");
-    assert!(job["links"].get("archive").is_none(), "an echo job has no pages");
+    assert!(
+        job["links"].get("archive").is_none(),
+        "an echo job has no pages"
+    );
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for line in [
         "jobserver_jobs_total{queue=\"echo\",outcome=\"ok\"} 4",
         "jobserver_jobs_total{queue=\"echo\",outcome=\"timeout\"} 1",
@@ -221,15 +210,7 @@ async fn a_worker_type_from_outside_the_crate_runs_sync_async_and_is_refused_and
     ] {
         assert!(metrics.contains(line), "missing {line:?} in /metrics");
     }
-    let status: Value = app
-        .client
-        .get(app.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app.get_json("/status").await;
     let queues: Vec<&str> = status["queues"]
         .as_array()
         .unwrap()

@@ -4,19 +4,14 @@
 use jobserver::config::RateLimitConfig;
 use serde_json::{json, Value};
 
-use crate::helpers::{error_code, spawn_app, test_config};
+use crate::helpers::{error_code, raw_post_json, retry_after, spawn_app, test_config};
 
 #[tokio::test]
 async fn malformed_json_is_400() {
     let app = spawn_app(test_config()).await;
     let response = app
-        .client
-        .post(app.url("/jobs/message"))
-        .header("content-type", "application/json")
-        .body("{\"text\": ")
-        .send()
-        .await
-        .unwrap();
+        .post_body("/jobs/message", "application/json", "{\"text\": ")
+        .await;
     assert_eq!(response.status(), 400);
     assert_eq!(error_code(response).await, "malformed_json");
 }
@@ -24,14 +19,7 @@ async fn malformed_json_is_400() {
 #[tokio::test]
 async fn a_body_that_is_not_json_is_415() {
     let app = spawn_app(test_config()).await;
-    let response = app
-        .client
-        .post(app.url("/jobs/message"))
-        .header("content-type", "text/plain")
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_body("/jobs/message", "text/plain", "hello").await;
     assert_eq!(response.status(), 415);
     assert_eq!(error_code(response).await, "unsupported_media_type");
 }
@@ -62,23 +50,13 @@ async fn a_body_over_the_limit_is_413() {
     assert_eq!(error_code(response).await, "payload_too_large");
 }
 
-/// Sends one raw HTTP/1.1 request and returns the response head, lower-cased.
-fn raw_head(addr: std::net::SocketAddr, body: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "POST /jobs/message HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-        body.len(),
-        body
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).to_lowercase()
+/// The head of a raw HTTP response, lower-cased.
+fn head(response: &[u8]) -> String {
+    let text = String::from_utf8_lossy(response).to_lowercase();
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test]
@@ -86,13 +64,10 @@ async fn a_response_sent_before_the_body_was_read_says_connection_close() {
     let mut config = test_config();
     config.max_body_bytes = 1024;
     let app = spawn_app(config).await;
-    let addr = app.addr;
     let big = json!({"text": "x".repeat(64 * 1024)}).to_string();
     let small = json!({"text": "fits"}).to_string();
-    let (refused, accepted) =
-        tokio::task::spawn_blocking(move || (raw_head(addr, &big), raw_head(addr, &small)))
-            .await
-            .unwrap();
+    let refused = head(&app.raw_http(&raw_post_json("/jobs/message", &big)).await);
+    let accepted = head(&app.raw_http(&raw_post_json("/jobs/message", &small)).await);
     // Without the header a keep-alive client would write its next request
     // into a socket the server is closing.
     assert!(refused.starts_with("http/1.1 413"), "{refused}");
@@ -107,15 +82,10 @@ async fn a_response_sent_before_the_body_was_read_says_connection_close() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_in_the_error_shape() {
     let app = spawn_app(test_config()).await;
-    let response = app.client.get(app.url("/nope")).send().await.unwrap();
+    let response = app.get("/nope").await;
     assert_eq!(response.status(), 404);
     assert_eq!(error_code(response).await, "not_found");
-    let response = app
-        .client
-        .get(app.url("/jobs/message"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/jobs/message").await;
     assert_eq!(response.status(), 405);
     assert_eq!(error_code(response).await, "method_not_allowed");
 }
@@ -165,18 +135,13 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_probes_are_never_l
     }
     let limited = app.message(json!({"text": "one too many"})).await;
     assert_eq!(limited.status(), 429);
-    let retry_after: u64 = limited.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after = retry_after(&limited);
     assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
     assert_eq!(error_code(limited).await, "rate_limited");
 
     for path in ["/livez", "/readyz", "/status"] {
         for _ in 0..5 {
-            let response = app.client.get(app.url(path)).send().await.unwrap();
-            assert_eq!(response.status(), 200, "{path} was limited");
+            assert_eq!(app.get(path).await.status(), 200, "{path} was limited");
         }
     }
 }
@@ -192,7 +157,7 @@ async fn a_request_id_is_echoed_when_sent_and_generated_when_not() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "abc-123");
-    let response = app.client.get(app.url("/livez")).send().await.unwrap();
+    let response = app.get("/livez").await;
     let generated = response.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
 }
@@ -201,15 +166,8 @@ async fn a_request_id_is_echoed_when_sent_and_generated_when_not() {
 async fn status_reports_each_queue_and_its_workers() {
     let app = spawn_app(test_config()).await;
     assert_eq!(app.message(json!({"text": "x"})).await.status(), 200);
-    let status: Value = app
-        .client
-        .get(app.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (code, status) = app.get_json("/status").await;
+    assert_eq!(code, 200);
     let queue = &status["queues"][0];
     assert_eq!(queue["queue"], "message");
     assert_eq!(queue["live_workers"], 1);
