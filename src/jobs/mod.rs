@@ -31,6 +31,8 @@ pub mod records;
 pub mod recover;
 pub mod retention;
 pub mod store;
+#[cfg(test)]
+mod tests;
 mod tracked;
 
 use std::collections::HashMap;
