@@ -128,17 +128,7 @@ impl Exposition {
         help: &str,
         samples: impl IntoIterator<Item = (Labels, f64)>,
     ) {
-        let metrics = samples
-            .into_iter()
-            .map(|(labels, value)| {
-                let mut m = metric(labels);
-                let mut g = proto::Gauge::default();
-                g.set_value(value);
-                m.set_gauge(g);
-                m
-            })
-            .collect();
-        self.family(name, help, MetricType::GAUGE, metrics);
+        self.scalar(name, help, MetricType::GAUGE, samples);
     }
 
     pub fn counter(
@@ -147,17 +137,33 @@ impl Exposition {
         help: &str,
         samples: impl IntoIterator<Item = (Labels, f64)>,
     ) {
+        self.scalar(name, help, MetricType::COUNTER, samples);
+    }
+
+    fn scalar(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        samples: impl IntoIterator<Item = (Labels, f64)>,
+    ) {
         let metrics = samples
             .into_iter()
             .map(|(labels, value)| {
                 let mut m = metric(labels);
-                let mut c = proto::Counter::default();
-                c.set_value(value);
-                m.set_counter(c);
+                if kind == MetricType::COUNTER {
+                    let mut c = proto::Counter::default();
+                    c.set_value(value);
+                    m.set_counter(c);
+                } else {
+                    let mut g = proto::Gauge::default();
+                    g.set_value(value);
+                    m.set_gauge(g);
+                }
                 m
             })
             .collect();
-        self.family(name, help, MetricType::COUNTER, metrics);
+        self.family(name, help, kind, metrics);
     }
 
     pub fn histogram<'a>(

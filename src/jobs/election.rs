@@ -404,16 +404,8 @@ mod tests {
     /// signals "still standby".
     const STAYS_STANDBY: Duration = Duration::from_millis(200);
 
-    struct TempDir(tempfile::TempDir);
-
-    impl TempDir {
-        fn new() -> TempDir {
-            TempDir(tempfile::tempdir().expect("temp dir is created"))
-        }
-
-        fn lock(&self) -> PathBuf {
-            self.0.path().join("primary.lock")
-        }
+    fn primary_lock(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("primary.lock")
     }
 
     async fn becomes_primary(election: &Election) -> bool {
@@ -430,9 +422,9 @@ mod tests {
 
     #[tokio::test]
     async fn two_elections_on_one_file_make_exactly_one_primary() {
-        let dir = TempDir::new();
-        let a = Election::start(dir.lock()).expect("a starts");
-        let b = Election::start(dir.lock()).expect("b starts");
+        let dir = tempfile::tempdir().expect("temp dir is created");
+        let a = Election::start(primary_lock(&dir)).expect("a starts");
+        let b = Election::start(primary_lock(&dir)).expect("b starts");
         let (mut role_a, mut role_b) = (a.subscribe(), b.subscribe());
         let someone = timeout(HANDOVER, async {
             tokio::select! {
@@ -447,13 +439,13 @@ mod tests {
 
     #[tokio::test]
     async fn resigning_hands_the_role_to_the_standby() {
-        let dir = TempDir::new();
-        let a = Election::start(dir.lock()).expect("a starts");
+        let dir = tempfile::tempdir().expect("temp dir is created");
+        let a = Election::start(primary_lock(&dir)).expect("a starts");
         assert!(
             becomes_primary(&a).await,
             "the first instance becomes primary"
         );
-        let b = Election::start(dir.lock()).expect("b starts");
+        let b = Election::start(primary_lock(&dir)).expect("b starts");
         assert!(stays_standby(&b).await, "b waits while a holds the lock");
 
         a.resign();
@@ -464,14 +456,14 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_primary_hands_over_and_a_late_instance_stays_standby() {
-        let dir = TempDir::new();
-        let a = Election::start(dir.lock()).expect("a starts");
+        let dir = tempfile::tempdir().expect("temp dir is created");
+        let a = Election::start(primary_lock(&dir)).expect("a starts");
         assert!(becomes_primary(&a).await);
-        let b = Election::start(dir.lock()).expect("b starts");
+        let b = Election::start(primary_lock(&dir)).expect("b starts");
         drop(a);
         assert!(becomes_primary(&b).await, "b takes over from the dropped a");
 
-        let c = Election::start(dir.lock()).expect("c starts");
+        let c = Election::start(primary_lock(&dir)).expect("c starts");
         assert!(stays_standby(&c).await, "c started late and waits");
         assert!(b.is_primary(), "b keeps the role");
         drop(b);
@@ -480,13 +472,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_standby_that_resigned_never_becomes_primary() {
-        let dir = TempDir::new();
-        let a = Election::start(dir.lock()).expect("a starts");
+        let dir = tempfile::tempdir().expect("temp dir is created");
+        let a = Election::start(primary_lock(&dir)).expect("a starts");
         assert!(becomes_primary(&a).await);
-        let b = Election::start(dir.lock()).expect("b starts");
+        let b = Election::start(primary_lock(&dir)).expect("b starts");
         let role_b = b.subscribe();
         b.resign();
-        let c = Election::start(dir.lock()).expect("c starts");
+        let c = Election::start(primary_lock(&dir)).expect("c starts");
         drop(a);
         // b's thread may get the lock first; it must pass it straight on.
         assert!(
@@ -499,8 +491,8 @@ mod tests {
 
     #[test]
     fn an_election_on_an_unopenable_path_fails_to_start() {
-        let dir = TempDir::new();
-        let err = Election::start(dir.0.path().join("missing-folder").join("primary.lock"))
+        let dir = tempfile::tempdir().expect("temp dir is created");
+        let err = Election::start(dir.path().join("missing-folder").join("primary.lock"))
             .err()
             .expect("start fails");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
@@ -513,12 +505,12 @@ mod tests {
             println!("skipped: {} is not installed", flock_bin.display());
             return;
         }
-        let dir = TempDir::new();
+        let dir = tempfile::tempdir().expect("temp dir is created");
         // `-o` closes the lock in the shell flock runs, so only the flock
         // process itself holds it; the shell says when the lock is taken.
         let mut other = Command::new(flock_bin)
             .arg("-o")
-            .arg(dir.lock())
+            .arg(primary_lock(&dir))
             .args(["-c", "echo locked; exec sleep 30"])
             .stdout(Stdio::piped())
             .process_group(0)
@@ -530,7 +522,7 @@ mod tests {
             .expect("flock's child speaks");
         assert_eq!(line.trim(), "locked", "the other process holds the lock");
 
-        let here = Election::start(dir.lock()).expect("election starts");
+        let here = Election::start(primary_lock(&dir)).expect("election starts");
         assert!(stays_standby(&here).await, "the other process is primary");
 
         let pid = libc::pid_t::try_from(other.id()).expect("pid fits");
@@ -545,42 +537,42 @@ mod tests {
 
     #[test]
     fn a_held_instance_lock_means_alive_and_a_released_one_dead() {
-        let dir = TempDir::new();
-        let lock = InstanceLock::acquire(dir.0.path(), "instance-1").expect("lock acquired");
+        let dir = tempfile::tempdir().expect("temp dir is created");
+        let lock = InstanceLock::acquire(dir.path(), "instance-1").expect("lock acquired");
         assert_eq!(lock.id(), "instance-1");
         assert!(
-            !instance_is_dead(dir.0.path(), "instance-1"),
+            !instance_is_dead(dir.path(), "instance-1"),
             "held, so alive"
         );
         // Probing releases at once: the holder is still seen alive after.
-        assert!(!instance_is_dead(dir.0.path(), "instance-1"));
+        assert!(!instance_is_dead(dir.path(), "instance-1"));
 
         drop(lock);
         assert!(
-            instance_is_dead(dir.0.path(), "instance-1"),
+            instance_is_dead(dir.path(), "instance-1"),
             "released, so dead"
         );
         assert!(
-            !dir.0.path().join("instance-1.lock").exists(),
+            !dir.path().join("instance-1.lock").exists(),
             "a clean exit removes its file"
         );
         assert!(
-            instance_is_dead(dir.0.path(), "never-started"),
+            instance_is_dead(dir.path(), "never-started"),
             "never created"
         );
     }
 
     #[test]
     fn an_instance_id_held_by_a_live_instance_cannot_be_acquired_again() {
-        let dir = TempDir::new();
-        let _first = InstanceLock::acquire(dir.0.path(), "same").expect("lock acquired");
-        let err = InstanceLock::acquire(dir.0.path(), "same")
+        let dir = tempfile::tempdir().expect("temp dir is created");
+        let _first = InstanceLock::acquire(dir.path(), "same").expect("lock acquired");
+        let err = InstanceLock::acquire(dir.path(), "same")
             .err()
             .expect("second acquire fails");
         assert_eq!(err.kind(), io::ErrorKind::ResourceBusy, "{err}");
 
         for bad in ["", "..", "a/b"] {
-            let err = InstanceLock::acquire(dir.0.path(), bad)
+            let err = InstanceLock::acquire(dir.path(), bad)
                 .err()
                 .expect("not a file name");
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
@@ -589,23 +581,23 @@ mod tests {
 
     #[test]
     fn housekeeping_removes_only_the_lock_files_of_dead_instances() {
-        let dir = TempDir::new();
-        let live = InstanceLock::acquire(dir.0.path(), "live").expect("lock acquired");
+        let dir = tempfile::tempdir().expect("temp dir is created");
+        let live = InstanceLock::acquire(dir.path(), "live").expect("lock acquired");
         // What a killed instance leaves behind: its file, unlocked.
-        std::fs::write(dir.0.path().join("killed.lock"), b"").expect("file written");
-        std::fs::write(dir.0.path().join("notes.txt"), b"").expect("file written");
+        std::fs::write(dir.path().join("killed.lock"), b"").expect("file written");
+        std::fs::write(dir.path().join("notes.txt"), b"").expect("file written");
 
         assert_eq!(
-            remove_dead_instance_locks(dir.0.path()),
+            remove_dead_instance_locks(dir.path()),
             1,
             "only killed.lock"
         );
-        assert!(!dir.0.path().join("killed.lock").exists());
+        assert!(!dir.path().join("killed.lock").exists());
         assert!(
-            dir.0.path().join("live.lock").exists(),
+            dir.path().join("live.lock").exists(),
             "the live lock stays"
         );
-        assert!(dir.0.path().join("notes.txt").exists(), "other files stay");
-        assert!(!instance_is_dead(dir.0.path(), live.id()), "still alive");
+        assert!(dir.path().join("notes.txt").exists(), "other files stay");
+        assert!(!instance_is_dead(dir.path(), live.id()), "still alive");
     }
 }

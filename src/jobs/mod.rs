@@ -470,8 +470,13 @@ impl AsyncJobs {
             return;
         }
         tracing::info!(job_id = %tracked.id, kind = tracked.kind, state = state.as_str(), "async job ended");
-        self.records
-            .update(tracked.id, state, result, error, tracked.finished_ms());
+        let change = records::Change {
+            state,
+            result,
+            error,
+            finished_ms: tracked.finished_ms(),
+        };
+        self.records.update(tracked.id, change);
         self.remove_input(input).await;
     }
 

@@ -12,20 +12,24 @@ use uuid::Uuid;
 
 use super::store::{JobRecord, JobState, Store, StoreError, StoreStats};
 
+/// A job's new state, and what it ended with.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub state: JobState,
+    /// The reply, when done.
+    pub result: Option<Value>,
+    /// The error body, when failed, cancelled or expired.
+    pub error: Option<Value>,
+    pub finished_ms: Option<u64>,
+}
+
 /// Durable records of async jobs, shared by every instance.
 pub trait JobRecords: Send + Sync + 'static {
     /// Returns once the record is durable; a reused idempotency key is
     /// [`StoreError::DuplicateKey`].
     fn insert(&self, record: JobRecord) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Records a new state without waiting (ordered after the insert).
-    fn update(
-        &self,
-        id: Uuid,
-        state: JobState,
-        result: Option<Value>,
-        error: Option<Value>,
-        finished_ms: Option<u64>,
-    );
+    fn update(&self, id: Uuid, change: Change);
     fn get(&self, id: Uuid) -> BoxFuture<'_, Result<Option<JobRecord>, StoreError>>;
     fn find_by_key(&self, key: String) -> BoxFuture<'_, Result<Option<JobRecord>, StoreError>>;
     /// Queued or running jobs, oldest first.
@@ -82,14 +86,13 @@ impl JobRecords for SqliteRecords {
         Box::pin(self.0.insert(record))
     }
 
-    fn update(
-        &self,
-        id: Uuid,
-        state: JobState,
-        result: Option<Value>,
-        error: Option<Value>,
-        finished_ms: Option<u64>,
-    ) {
+    fn update(&self, id: Uuid, change: Change) {
+        let Change {
+            state,
+            result,
+            error,
+            finished_ms,
+        } = change;
         self.0.update(id, state, result, error, finished_ms);
     }
 

@@ -23,6 +23,7 @@ use crate::jobs::{EventLog, JobEvent, JobSnapshot, JobState};
 use crate::state::AppState;
 use crate::storage::page_file_name;
 
+use super::doc::JobLookupResponses;
 use super::view::{JobView, PageEvent, PageLink};
 
 fn not_found(id: Uuid) -> ApiError {
@@ -43,12 +44,7 @@ fn view(state: &AppState, job: JobSnapshot) -> JobView {
 /// An async job's state, progress and result.
 #[utoipa::path(get, path = "/jobs/{job_id}", tag = "jobs",
     params(JobIdPath),
-    responses(
-        (status = 200, description = "The job", body = JobView),
-        (status = 400, description = "Not a job id", body = ErrorBody),
-        (status = 404, description = "No such job (or expired)", body = ErrorBody),
-        (status = 429, description = "Over the client's rate", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "The job", body = JobView), JobLookupResponses))]
 pub async fn job_get(
     State(state): State<AppState>,
     JobId(id): JobId,
@@ -66,10 +62,8 @@ pub async fn job_get(
     params(JobIdPath),
     responses(
         (status = 202, description = "Cancelled; the job's final view", body = JobView),
-        (status = 400, description = "Not a job id", body = ErrorBody),
-        (status = 404, description = "No such job (or expired)", body = ErrorBody),
         (status = 409, description = "The job already ended, or runs on another instance", body = ErrorBody),
-        (status = 429, description = "Over the client's rate", body = ErrorBody),
+        JobLookupResponses,
     ))]
 pub async fn job_cancel(
     State(state): State<AppState>,
@@ -109,9 +103,7 @@ fn sse_event(state: &AppState, id: Uuid, index: usize, event: JobEvent) -> Event
     params(JobIdPath),
     responses(
         (status = 200, description = "An event stream (`text/event-stream`)", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Not a job id", body = ErrorBody),
-        (status = 404, description = "No such job (or expired)", body = ErrorBody),
-        (status = 429, description = "Over the client's rate", body = ErrorBody),
+        JobLookupResponses,
     ))]
 pub async fn job_events(
     State(state): State<AppState>,
@@ -203,11 +195,9 @@ fn follow_records(state: &AppState, first: JobSnapshot) -> BoxStream<'static, (u
 #[utoipa::path(get, path = "/jobs/{job_id}/archive", tag = "jobs",
     params(JobIdPath),
     responses(
-        (status = 200, description = "A zip of page-N.png files", content_type = "application/zip", body = Vec<u8>),
-        (status = 400, description = "Not a job id", body = ErrorBody),
-        (status = 404, description = "No such job, or not a job with pages", body = ErrorBody),
+        (status = 200, description = "A zip of page-N.png files (404 for a job without pages)", content_type = "application/zip", body = Vec<u8>),
         (status = 409, description = "The job has not finished, or failed", body = ErrorBody),
-        (status = 429, description = "Over the client's rate", body = ErrorBody),
+        JobLookupResponses,
     ))]
 pub async fn job_archive(
     State(state): State<AppState>,

@@ -15,15 +15,16 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::extract::{ApiJson, AsyncMode};
 use crate::kind::JobKind;
 use crate::queue::Completed;
 use crate::state::AppState;
 
+use super::doc::SubmitResponses;
 use super::message::{MessageKind, MessageRequest};
 use super::pdf::{data_file, PdfKind, PdfOptions};
-use super::submit::{accept, run};
+use super::submit::{run, Submit};
 
 /// The PDF `pdf2image` renders when `data` names none.
 pub const DEFAULT_SAMPLE: &str = "sample.pdf";
@@ -67,17 +68,7 @@ pub struct LegacyResult {
 /// The seed's endpoint: a message or pdf2image job, answered in its shape.
 #[utoipa::path(post, path = "/multiThread", tag = "jobs",
     request_body = LegacyRequest,
-    responses(
-        (status = 200, description = "The job ran", body = LegacyReply),
-        (status = 202, description = "Async mode: accepted; follow Location", body = super::view::JobView),
-        (status = 400, description = "Malformed JSON, or a path leaving DATA_DIR", body = ErrorBody),
-        (status = 413, description = "Body over MAX_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 422, description = "Unknown jobType or invalid input", body = ErrorBody),
-        (status = 429, description = "Over the client's rate", body = ErrorBody),
-        (status = 503, description = "Queue full, shutting down, or pdfium unavailable", body = ErrorBody),
-        (status = 504, description = "Deadline passed", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "The job ran", body = LegacyReply), SubmitResponses))]
 pub async fn multi_thread(
     State(state): State<AppState>,
     mode: AsyncMode,
@@ -92,7 +83,13 @@ pub async fn multi_thread(
                 timeout_ms: None,
             };
             if mode.is_async {
-                return accept(&state, &kind, &mode, message, None).await;
+                return Submit {
+                    state: &state,
+                    kind: &kind,
+                    mode: &mode,
+                }
+                .accept(message, None)
+                .await;
             }
             let done = run(&kind, &message, None).await?;
             let text = done.output.text.clone();
@@ -109,7 +106,13 @@ pub async fn multi_thread(
             let input = Some(data_file(path));
             let options = PdfOptions::default();
             if mode.is_async {
-                return accept(&state, &kind, &mode, options, input).await;
+                return Submit {
+                    state: &state,
+                    kind: &kind,
+                    mode: &mode,
+                }
+                .accept(options, input)
+                .await;
             }
             let done = run(&kind, &options, input.as_ref()).await?;
             let text = format!(

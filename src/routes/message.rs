@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::extract::{ApiJson, AsyncMode, Kind};
 use crate::kind::JobKind;
 use crate::queue::{Completed, JobQueue, SubmitOptions};
@@ -19,7 +19,8 @@ use crate::state::{AppState, StartContext};
 use crate::storage::JobInput;
 use crate::workers::message::{MessageJob, MessageOutput, MessageWorker, MAX_WORK_MS};
 
-use super::submit::run_or_accept;
+use super::doc::SubmitResponses;
+use super::submit::Submit;
 
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -108,22 +109,17 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
 #[utoipa::path(post, path = "/jobs/message", tag = "jobs",
     params(("mode" = Option<String>, Query, description = "`async`: answer 202 at once and run the job detached")),
     request_body = MessageRequest,
-    responses(
-        (status = 200, description = "The job ran", body = MessageResponse),
-        (status = 202, description = "Async mode (`?mode=async` or `Prefer: respond-async`): accepted; follow Location", body = super::view::JobView),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 413, description = "Body over MAX_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 422, description = "Wrong shape or value", body = ErrorBody),
-        (status = 429, description = "Over the client's rate; see Retry-After", body = ErrorBody),
-        (status = 503, description = "Queue full (see Retry-After) or shutting down", body = ErrorBody),
-        (status = 504, description = "Deadline passed; the job was stopped or never started", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "The job ran", body = MessageResponse), SubmitResponses))]
 pub async fn message_submit(
     State(state): State<AppState>,
     Kind(kind): Kind<MessageKind>,
     mode: AsyncMode,
     ApiJson(request): ApiJson<MessageRequest>,
 ) -> Result<Response, ApiError> {
-    run_or_accept(&state, &kind, &mode, request, None).await
+    let submit = Submit {
+        state: &state,
+        kind: &kind,
+        mode: &mode,
+    };
+    submit.run_or_accept(request, None).await
 }

@@ -34,7 +34,8 @@ use crate::state::{AppState, StartContext};
 use crate::storage::{InputRef, JobInput};
 use crate::workers::pdf::{PdfJob, PdfOutput, PdfSettings, PdfWorker, RendererSlots};
 
-use super::submit::run_or_accept;
+use super::doc::SubmitResponses;
+use super::submit::Submit;
 use super::view::PageLink;
 
 /// Options shared by every way of sending a PDF.
@@ -277,26 +278,15 @@ impl JobKind for PdfKind {
                 (label("reason", "killed"), n(&e.renderer_kills)[0].1),
             ],
         );
-        out.counter(
-            "jobserver_pdf_renderer_recycles_total",
-            "Healthy renderers replaced after PDF_RENDERER_MAX_JOBS jobs or above PDF_RENDERER_MAX_RSS_MB.",
-            n(&e.renderer_recycles),
-        );
-        out.counter(
-            "jobserver_pdf_fanned_out_jobs_total",
-            "Jobs whose pages were spread over idle workers' renderers.",
-            n(&e.fanned_out_jobs),
-        );
-        out.counter(
-            "jobserver_pdf_pages_rendered_total",
-            "Pages rendered and written.",
-            n(&e.pages_rendered),
-        );
-        out.counter(
-            "jobserver_pdf_written_bytes_total",
-            "Bytes of PNG written.",
-            n(&e.bytes_written),
-        );
+        let counters = [
+            ("jobserver_pdf_renderer_recycles_total", "Healthy renderers replaced after PDF_RENDERER_MAX_JOBS jobs or above PDF_RENDERER_MAX_RSS_MB.", &e.renderer_recycles),
+            ("jobserver_pdf_fanned_out_jobs_total", "Jobs whose pages were spread over idle workers' renderers.", &e.fanned_out_jobs),
+            ("jobserver_pdf_pages_rendered_total", "Pages rendered and written.", &e.pages_rendered),
+            ("jobserver_pdf_written_bytes_total", "Bytes of PNG written.", &e.bytes_written),
+        ];
+        for (name, help, value) in counters {
+            out.counter(name, help, n(value));
+        }
     }
 }
 
@@ -319,15 +309,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         )),
     responses(
         (status = 200, description = "Pages rendered", body = PdfResponse),
-        (status = 202, description = "Async mode: accepted; follow Location (`/jobs/{job_id}`)", body = super::view::JobView),
-        (status = 400, description = "Bad dpi, pages, query, multipart, or a path leaving DATA_DIR", body = ErrorBody),
-        (status = 413, description = "Upload over MAX_UPLOAD_BYTES", body = ErrorBody),
-        (status = 415, description = "Unsupported content type", body = ErrorBody),
-        (status = 422, description = "Unreadable or encrypted PDF, past PDF_MAX_PAGES or PDF_MAX_PIXELS, missing pages", body = ErrorBody),
-        (status = 429, description = "Over the client's rate; see Retry-After", body = ErrorBody),
         (status = 500, description = "The renderer died while rendering this job", body = ErrorBody),
-        (status = 503, description = "Queue full (see Retry-After), shutting down, or pdfium unavailable", body = ErrorBody),
-        (status = 504, description = "Deadline passed; the render was killed or never started", body = ErrorBody),
+        SubmitResponses,
     ))]
 pub async fn pdf_submit(
     State(state): State<AppState>,
@@ -339,7 +322,12 @@ pub async fn pdf_submit(
     let (input, options) = read_input(&state, request).await?;
     let options = options.or(query);
     mode.apply(options.mode.as_deref())?;
-    run_or_accept(&state, &kind, &mode, options, Some(input)).await
+    let submit = Submit {
+        state: &state,
+        kind: &kind,
+        mode: &mode,
+    };
+    submit.run_or_accept(options, Some(input)).await
 }
 
 /// The PDF and the options the body carries, by content type.

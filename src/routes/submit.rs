@@ -21,21 +21,31 @@ use crate::storage::{InputRef, JobInput};
 
 use super::view::JobView;
 
-/// Answers a request for a job of type `K`: runs it and replies, or in
-/// async mode accepts it (202).
-pub async fn run_or_accept<K: JobKind>(
-    state: &AppState,
-    kind: &Arc<K>,
-    mode: &AsyncMode,
-    params: K::Params,
-    input: Option<JobInput>,
-) -> Result<Response, ApiError> {
-    if mode.is_async {
-        return accept(state, kind, mode, params, input).await;
-    }
-    let done = run(kind, &params, input.as_ref()).await?;
-    Ok(Json(kind.reply(done)).into_response())
+/// A request for a job of type `K`, as a route has read it.
+pub struct Submit<'a, K: JobKind> {
+    pub state: &'a AppState,
+    pub kind: &'a Arc<K>,
+    pub mode: &'a AsyncMode,
 }
+
+impl<K: JobKind> Submit<'_, K> {
+    /// Runs the job and replies, or in async mode accepts it (202).
+    pub async fn run_or_accept(self, params: K::Params, input: Option<JobInput>) -> Reply {
+        if self.mode.is_async {
+            return self.accept(params, input).await;
+        }
+        let done = run(self.kind, &params, input.as_ref()).await?;
+        Ok(Json(self.kind.reply(done)).into_response())
+    }
+
+    /// Accepts the job in async mode.
+    pub async fn accept(self, params: K::Params, input: Option<JobInput>) -> Reply {
+        accept(self.state, self.kind, self.mode, params, input).await
+    }
+}
+
+/// What a submit route answers.
+pub type Reply = Result<Response, ApiError>;
 
 /// Builds and runs a job of type `K` on its queue, answering when it is
 /// done (503 at once when the type is unavailable or its queue is full).
@@ -98,13 +108,13 @@ fn fingerprint(kind: &str, params: &serde_json::Value, input: Option<&JobInput>)
 }
 
 /// Accepts a job of type `K` in async mode.
-pub async fn accept<K: JobKind>(
+async fn accept<K: JobKind>(
     state: &AppState,
     kind: &Arc<K>,
     mode: &AsyncMode,
     params: K::Params,
     input: Option<JobInput>,
-) -> Result<Response, ApiError> {
+) -> Reply {
     let view = |job: JobSnapshot| JobView::of(job, K::MAKES_PAGES);
     let recorded_params = serde_json::to_value(&params)
         .map_err(|e| ApiError::Internal(format!("cannot record the request: {e}")))?;

@@ -13,7 +13,7 @@ use jobserver::extract::{ApiJson, AsyncMode, Kind};
 use jobserver::kind::JobKind;
 use jobserver::queue::{Completed, JobContext, JobError, JobQueue, SubmitOptions, Worker};
 use jobserver::routes::standard_kinds;
-use jobserver::routes::submit::run_or_accept;
+use jobserver::routes::submit::Submit;
 use jobserver::state::{AppState, StartContext};
 use jobserver::storage::JobInput;
 use serde::{Deserialize, Serialize};
@@ -114,7 +114,12 @@ async fn echo_submit(
     mode: AsyncMode,
     ApiJson(params): ApiJson<EchoParams>,
 ) -> Result<Response, ApiError> {
-    run_or_accept(&state, &kind, &mode, params, None).await
+    let submit = Submit {
+        state: &state,
+        kind: &kind,
+        mode: &mode,
+    };
+    submit.run_or_accept(params, None).await
 }
 
 fn echo_routes(_: &AppState) -> OpenApiRouter<AppState> {
