@@ -6,8 +6,14 @@
 //! The modules follow a request through the server:
 //!
 //! * [`routes`]: HTTP in. The router, rate limiting, body limits, request
-//!   ids, probes; one module per endpoint group.
-//! * [`extract`]: request extractors that reject in the server's error shape.
+//!   ids, probes; one module per endpoint group, each worker type's
+//!   [`kind::JobKind`] beside its routes, one submit path for every type
+//!   ([`routes::submit`]) and the HTTP view of jobs ([`routes::view`]).
+//! * [`extract`]: request extractors that reject in the server's error
+//!   shape, and how a client asked to be answered ([`extract::AsyncMode`]).
+//! * [`kind`], [`state`]: worker types as plug-ins: what a type implements,
+//!   the [`state::Registry`] it is registered with, and the handles every
+//!   handler shares.
 //! * [`queue`]: the async/sync boundary. [`queue::JobQueue`] admits a job
 //!   into a bounded channel (full → 503), awaits its oneshot under two
 //!   deadlines (→ 504) and runs the worker threads' loop.
@@ -15,13 +21,15 @@
 //!   synchronous `process`.
 //! * [`render`]: the pdfium renderer processes the PDF workers drive, and
 //!   the pipe protocol between them.
+//! * [`storage`]: the page store (pages, kept inputs) and the output
+//!   folder's layout.
 //! * [`jobs`]: async jobs. Their state and events in memory, their records
-//!   in SQLite (so they survive a crash), recovery, TTL cleanup and the
-//!   election of the one instance that runs it.
+//!   (SQLite, so they survive a crash), recovery, retention and the lease
+//!   of the one instance that runs the singletons.
 //! * [`error`]: the way out. One error enum, one JSON shape, one status map.
-//! * [`config`], [`state`], [`startup`], [`telemetry`]: configuration from
-//!   the environment, the handles handlers share, start and graceful
-//!   shutdown, and logging.
+//! * [`config`], [`clock`], [`metrics`], [`startup`], [`telemetry`]:
+//!   configuration from the environment, time, measurements, start and
+//!   graceful shutdown, and logging.
 
 pub mod clock;
 pub mod config;
