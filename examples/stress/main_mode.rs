@@ -182,17 +182,20 @@ async fn warm_up(
         "stress: warm-up done after {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let base_a = settle(probe, a)
-        .await
-        .map_err(|e| format!("A after warm-up: {e}"))?;
+    let base_a = baseline(probe, a).await?;
     eprintln!(
         "stress: A settled after {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let base_b = settle(probe, b)
-        .await
-        .map_err(|e| format!("B after warm-up: {e}"))?;
+    let base_b = baseline(probe, b).await?;
     Ok((base_a, base_b))
+}
+
+/// A server settled after the warm-up: the baseline of its resources.
+async fn baseline(probe: &reqwest::Client, server: &Server) -> Result<Settled, String> {
+    settle(probe, server)
+        .await
+        .map_err(|e| format!("{} after warm-up: {e}", server.name))
 }
 
 /// The load with faults; the injector stops a few seconds early so every

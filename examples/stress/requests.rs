@@ -172,18 +172,8 @@ pub async fn check_pdf_answer(ctx: &Ctx, rng: &mut Rng, target: usize, req: &Pdf
     // Fetch a rendered page over HTTP now and then, and a missing one.
     if !pages.is_empty() && rng.chance(0.25) {
         let &(page, w, h, bytes) = rng.pick(&pages);
-        let url = ctx.url(target, &format!("/jobs/{job_id}/pages/{page}"));
-        let got = ctx
-            .exec(
-                Kind::PageGet,
-                "rendered page",
-                target,
-                Expect::Page(200),
-                ctx.client.get(url),
-                None,
-            )
-            .await;
-        if let Some((200, png)) = got {
+        let got = get_page(ctx, target, &job_id, page, ("rendered page", 200)).await;
+        if let Some(png) = got {
             match decode_png(&png) {
                 Ok((pw, ph)) if (pw, ph) == (w, h) && png.len() as u64 == bytes => {}
                 Ok((pw, ph)) => ctx.problem(format!(
@@ -196,16 +186,7 @@ pub async fn check_pdf_answer(ctx: &Ctx, rng: &mut Rng, target: usize, req: &Pdf
     }
     if rng.chance(0.05) {
         let missing = req.expected.iter().max().copied().unwrap_or(0) + 1;
-        let url = ctx.url(target, &format!("/jobs/{job_id}/pages/{missing}"));
-        ctx.exec(
-            Kind::PageGet,
-            "page not rendered",
-            target,
-            Expect::Page(404),
-            ctx.client.get(url),
-            None,
-        )
-        .await;
+        get_page(ctx, target, &job_id, missing, ("page not rendered", 404)).await;
     }
     lock(&ctx.log).pdf_ok.push(PdfOk {
         target,
@@ -213,6 +194,33 @@ pub async fn check_pdf_answer(ctx: &Ctx, rng: &mut Rng, target: usize, req: &Pdf
         pages,
         at: Instant::now(),
     });
+}
+
+/// `GET /jobs/{job_id}/pages/{page}` on `target`, recorded as `case`, which
+/// must answer `status`; the PNG if it was 200.
+async fn get_page(
+    ctx: &Ctx,
+    target: usize,
+    job_id: &str,
+    page: u32,
+    (case, status): (&'static str, u16),
+) -> Option<Bytes> {
+    let url = ctx.url(target, &format!("/jobs/{job_id}/pages/{page}"));
+    let request = ctx.client.get(url);
+    let answer = ctx
+        .exec(
+            Kind::PageGet,
+            case,
+            target,
+            Expect::Page(status),
+            request,
+            None,
+        )
+        .await;
+    match answer {
+        Some((200, png)) => Some(png),
+        _ => None,
+    }
 }
 
 /// The pages a PDF reply lists: `(page, width, height, bytes)`.
