@@ -2,8 +2,8 @@
 # The benchmark report in one command: builds the release server, the bare
 # render loop and the benchmark driver, installs the Debian package it
 # needs when missing (only the plot font: the load generator is
-# examples/bench.rs, which keeps every request's status and latency, so hey
-# is not needed), and runs examples/bench.rs, which writes
+# examples/bench/, which keeps every request's status and latency, so hey
+# is not needed), and runs examples/bench/, which writes
 # docs/benchmarks.md and docs/bench/*.png.
 #
 # Run from anywhere:   bash bench/run.sh [--quick] [--out DIR]

@@ -30,15 +30,11 @@
 //! `PDFIUM_LIB_PATH`, else the copy the build fetched). `PDF` defaults to
 //! `$PDF_SAMPLE`, else `../shared/data/regal-17pages.pdf` next to the repo.
 
-#[path = "common/temp_dir.rs"]
-mod temp_dir;
-
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use temp_dir::TempDir;
 
 use jobserver::config::{PdfConfig, DEFAULT_PDF_MAX_PAGES, DEFAULT_PDF_MAX_PIXELS};
 use jobserver::render::child::{bind, pixel_size, render};
@@ -160,8 +156,10 @@ fn render_loop(pdfium: &Pdfium, options: &Options) -> Result<(), String> {
     } else {
         (Source::Payload, &bytes[..])
     };
-    let tmp =
-        TempDir::new("render_loop").map_err(|e| format!("cannot make a temporary folder: {e}"))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("render_loop-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a temporary folder: {e}"))?;
     println!(
         "render_loop: {} ({} bytes) at {} dpi, {} warm-up + {reps} timed passes, source {}",
         options.pdf.display(),
@@ -176,7 +174,7 @@ fn render_loop(pdfium: &Pdfium, options: &Options) -> Result<(), String> {
     let mut timed_pages = 0u64;
     let mut png_bytes = 0u64;
     for pass in 0..options.warmup + reps {
-        let out_dir = tmp.0.join(format!("pass-{pass:03}"));
+        let out_dir = tmp.path().join(format!("pass-{pass:03}"));
         let request = Request {
             source: source.clone(),
             password: None,
@@ -305,22 +303,8 @@ fn encoders(pdfium: &Pdfium, options: &Options) -> Result<(), String> {
         }
         let started = Instant::now();
         let cpu_started = thread_cpu_time();
-        {
-            let mut bitmap = PdfBitmap::from_bytes(
-                width as i32,
-                height as i32,
-                PdfBitmapFormat::BGR,
-                &mut buffer[..needed],
-            )
-            .map_err(|e| format!("page {}: bitmap: {e}", index + 1))?;
-            let config = PdfRenderConfig::new()
-                .set_format(PdfBitmapFormat::BGR)
-                .set_reverse_byte_order(true)
-                .render_form_data(true)
-                .set_target_size(width as i32, height as i32);
-            page.render_into_bitmap_with_config(&mut bitmap, &config)
-                .map_err(|e| format!("page {}: render: {e}", index + 1))?;
-        }
+        render_rows(&page, (width, height), &mut buffer[..needed])
+            .map_err(|e| format!("page {}: {e}", index + 1))?;
         render_time += started.elapsed();
         render_cpu += thread_cpu_time().saturating_sub(cpu_started);
         raw_bytes += u64::from(width) * u64::from(height) * 3;
@@ -389,6 +373,20 @@ fn encoders(pdfium: &Pdfium, options: &Options) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Renders `page` at `(width, height)` into `rows` as the renderer does:
+/// BGR with reversed byte order, which is RGB rows.
+fn render_rows(page: &PdfPage, (width, height): (u32, u32), rows: &mut [u8]) -> Result<(), String> {
+    let mut bitmap = PdfBitmap::from_bytes(width as i32, height as i32, PdfBitmapFormat::BGR, rows)
+        .map_err(|e| format!("bitmap: {e}"))?;
+    let config = PdfRenderConfig::new()
+        .set_format(PdfBitmapFormat::BGR)
+        .set_reverse_byte_order(true)
+        .render_form_data(true)
+        .set_target_size(width as i32, height as i32);
+    page.render_into_bitmap_with_config(&mut bitmap, &config)
+        .map_err(|e| format!("render: {e}"))
 }
 
 /// Decodes `png` and compares its pixels with the source rows.
