@@ -15,7 +15,7 @@
 //! budget (a running job is told to stop, and the caller gets 504).
 //!
 //! Exactly one answer per job is guaranteed by a small state machine shared by
-//! the caller and the worker ([`Ticket`]): a job is `QUEUED`, then either the
+//! the caller and the worker (`Ticket`): a job is `QUEUED`, then either the
 //! worker moves it to `RUNNING` or the caller moves it to `ABANDONED` (queue
 //! deadline, client gone). Whoever wins the compare-and-swap owns the outcome,
 //! so a worker never starts a job nobody waits for, and a caller never gives

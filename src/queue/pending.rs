@@ -13,7 +13,7 @@ use super::ticket::{Ticket, ABANDONED, QUEUED, RUNNING};
 use super::worker::{Completed, JobError, Worker};
 use super::{Inner, QueueError};
 
-/// How an admitted job ended, as counted in [`QueueStats`].
+/// How an admitted job ended, as counted in [`super::QueueStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Ok,

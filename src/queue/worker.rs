@@ -45,7 +45,7 @@ pub enum JobError {
 
 /// A job type's synchronous engine. One value lives on each worker thread
 /// (its per-thread context, built once by the factory given to
-/// [`JobQueue::start`]); `process` runs one job and must return soon after
+/// [`super::JobQueue::start`]); `process` runs one job and must return soon after
 /// `ctx.is_cancelled()` turns true.
 pub trait Worker: Send + 'static {
     type Job: Send + 'static;

@@ -10,8 +10,8 @@
 //! page store at once, so a client can fetch it while the job runs. A job
 //! that fails leaves no pages: the store removes what it took.
 //!
-//! * [`lending`]: renderers parked between jobs, lent to a busy neighbour.
-//! * [`fan_out`]: one job's pages spread over borrowed renderers.
+//! * `lending`: renderers parked between jobs, lent to a busy neighbour.
+//! * `fan_out`: one job's pages spread over borrowed renderers.
 //!
 //! If pdfium cannot be loaded, the worker says why once, the shared
 //! [`EngineStatus`] turns not-ready, and jobs are answered 503 with that
