@@ -92,6 +92,9 @@ impl Histogram {
 /// Label pairs of one series.
 pub type Labels = Vec<(&'static str, String)>;
 
+/// One series of a gauge or counter: its labels and its value.
+pub type Sample = (Labels, f64);
+
 /// The metric families of one scrape, filled from the server's atomics.
 #[derive(Default)]
 pub struct Exposition {
@@ -122,21 +125,11 @@ impl Exposition {
         self.families.push(family);
     }
 
-    pub fn gauge(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: impl IntoIterator<Item = (Labels, f64)>,
-    ) {
+    pub fn gauge(&mut self, name: &str, help: &str, samples: impl IntoIterator<Item = Sample>) {
         self.scalar(name, help, MetricType::GAUGE, samples);
     }
 
-    pub fn counter(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: impl IntoIterator<Item = (Labels, f64)>,
-    ) {
+    pub fn counter(&mut self, name: &str, help: &str, samples: impl IntoIterator<Item = Sample>) {
         self.scalar(name, help, MetricType::COUNTER, samples);
     }
 
@@ -145,7 +138,7 @@ impl Exposition {
         name: &str,
         help: &str,
         kind: MetricType,
-        samples: impl IntoIterator<Item = (Labels, f64)>,
+        samples: impl IntoIterator<Item = Sample>,
     ) {
         let metrics = samples
             .into_iter()

@@ -593,10 +593,7 @@ mod tests {
             "only killed.lock"
         );
         assert!(!dir.path().join("killed.lock").exists());
-        assert!(
-            dir.path().join("live.lock").exists(),
-            "the live lock stays"
-        );
+        assert!(dir.path().join("live.lock").exists(), "the live lock stays");
         assert!(dir.path().join("notes.txt").exists(), "other files stay");
         assert!(!instance_is_dead(dir.path(), live.id()), "still alive");
     }

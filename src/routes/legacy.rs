@@ -17,9 +17,10 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, AsyncMode};
-use crate::kind::JobKind;
+use crate::kind::{JobKind, OutputOf};
 use crate::queue::Completed;
 use crate::state::AppState;
+use crate::storage::JobInput;
 
 use super::doc::SubmitResponses;
 use super::message::{MessageKind, MessageRequest};
@@ -82,18 +83,12 @@ pub async fn multi_thread(
                 work_ms: request.work_ms,
                 timeout_ms: None,
             };
-            if mode.is_async {
-                return Submit {
-                    state: &state,
-                    kind: &kind,
-                    mode: &mode,
-                }
-                .accept(message, None)
-                .await;
-            }
-            let done = run(&kind, &message, None).await?;
-            let text = done.output.text.clone();
-            Ok(seed_shape(&done, text))
+            let submit = Submit {
+                state: &state,
+                kind: &kind,
+                mode: &mode,
+            };
+            seed(submit, message, None, |done| done.output.text.clone()).await
         }
         "pdf2image" => {
             let kind = registered::<PdfKind>(&state)?;
@@ -104,24 +99,20 @@ pub async fn multi_thread(
             };
             let path = super::pdf::resolve_data_path(&state.config.data_dir, name)?;
             let input = Some(data_file(path));
-            let options = PdfOptions::default();
-            if mode.is_async {
-                return Submit {
-                    state: &state,
-                    kind: &kind,
-                    mode: &mode,
-                }
-                .accept(options, input)
-                .await;
-            }
-            let done = run(&kind, &options, input.as_ref()).await?;
-            let text = format!(
-                "rendered {} pages to /jobs/{}/pages/ nPages={}",
-                done.output.pages.len(),
-                done.job_id,
-                done.output.page_count
-            );
-            Ok(seed_shape(&done, text))
+            let submit = Submit {
+                state: &state,
+                kind: &kind,
+                mode: &mode,
+            };
+            seed(submit, PdfOptions::default(), input, |done| {
+                format!(
+                    "rendered {} pages to /jobs/{}/pages/ nPages={}",
+                    done.output.pages.len(),
+                    done.job_id,
+                    done.output.page_count
+                )
+            })
+            .await
         }
         other => Err(ApiError::Invalid(format!(
             "unknown jobType {other:?}; expected \"message\" or \"pdf2image\""
@@ -133,6 +124,22 @@ fn registered<K: JobKind>(state: &AppState) -> Result<std::sync::Arc<K>, ApiErro
     state
         .kind::<K>()
         .ok_or_else(|| ApiError::Unavailable(format!("no {} workers run here", K::NAME)))
+}
+
+/// Accepts the job in async mode, or runs it and answers in the seed's
+/// shape with `text` as its data.
+async fn seed<K: JobKind>(
+    submit: Submit<'_, K>,
+    params: K::Params,
+    input: Option<JobInput>,
+    text: impl FnOnce(&Completed<OutputOf<K>>) -> String,
+) -> Result<Response, ApiError> {
+    if submit.mode.is_async {
+        return submit.accept(params, input).await;
+    }
+    let done = run(submit.kind, &params, input.as_ref()).await?;
+    let data = text(&done);
+    Ok(seed_shape(&done, data))
 }
 
 fn seed_shape<O>(done: &Completed<O>, data: String) -> Response {
