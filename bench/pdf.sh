@@ -25,6 +25,7 @@
 # this benchmark's processes that niceness, e.g. -19 (root only), so that
 # other work on a shared machine skews the figures less; off by default).
 # Talks only to 127.0.0.1. Renders go to a temporary OUTPUT_DIR, removed at exit.
+# Builds into $CARGO_TARGET_DIR when it is set (default: target/).
 set -euo pipefail
 
 # The whole script is one block, so bash parses it before running it:
@@ -70,8 +71,9 @@ done
 
 echo "building (release) ..." >&2
 cargo build --release --quiet --bin jobserver --example render_loop
-SERVER_BIN=$PWD/target/release/jobserver
-LOOP_BIN=$PWD/target/release/examples/render_loop
+TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+SERVER_BIN=$TARGET_DIR/release/jobserver
+LOOP_BIN=$TARGET_DIR/release/examples/render_loop
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pdf-bench.XXXXXX")
 SERVER_PID=
