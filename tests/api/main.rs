@@ -12,4 +12,5 @@ mod observability;
 mod pdf;
 mod plugin;
 mod protocol;
+mod router;
 mod shutdown;
