@@ -16,10 +16,24 @@ use crate::error::ApiError;
 use crate::kind::JobKind;
 use crate::state::AppState;
 
-/// `axum::Json<T>` with [`ApiError`] rejections.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json<T>` with [`ApiError`] rejections. The body is parsed as
+/// JSON first and given its shape second, so a body that is not JSON is
+/// always a 400, whatever its first wrong token would have mismatched.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        serde_json::from_value(value).map(ApiJson).map_err(|e| {
+            ApiError::Invalid(format!(
+                "Failed to deserialize the JSON body into the target type: {e}"
+            ))
+        })
+    }
+}
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {

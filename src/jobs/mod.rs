@@ -90,6 +90,14 @@ pub struct Accepted {
     pub replayed: bool,
 }
 
+/// Why an async submit did not go through.
+enum Refused {
+    /// The record could not be written.
+    Unrecorded(StoreError),
+    /// The queue turned the job away after it was recorded.
+    Queue(QueueError),
+}
+
 /// Counters for `/status` and `/metrics`.
 #[derive(Debug, Default)]
 pub struct JobsStats {
@@ -313,9 +321,12 @@ impl AsyncJobs {
         }
     }
 
-    /// Admits `request` to `queue` exactly as a sync job would be (same
-    /// 503s), records it durably, and lets it run detached. Returns once
-    /// the record is committed: a 202 is a promise the job survives a crash.
+    /// Records `request` durably, then admits it to `queue` exactly as a
+    /// sync job would be (same 503s), and lets it run detached. Returns
+    /// once both are done: a 202 is a promise the job survives a crash, and
+    /// a job never starts before its record exists (so two requests with
+    /// one idempotency key never both run). A job the queue refuses after
+    /// all has its record deleted again, freeing its key.
     pub async fn submit<W: Worker>(
         self: &Arc<Self>,
         queue: &JobQueue<W>,
@@ -334,7 +345,7 @@ impl AsyncJobs {
         // Reserve a record's place first, so concurrent submits cannot all
         // pass the bound; given back below if the job is not recorded.
         if self.record_count.fetch_add(1, Ordering::AcqRel) >= self.config.max_tracked {
-            self.record_count.fetch_sub(1, Ordering::AcqRel);
+            self.give_back_place();
             self.remove_input(input.as_ref()).await;
             self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::TooManyJobs {
@@ -353,16 +364,6 @@ impl AsyncJobs {
             Arc::clone(&self.clock),
         );
         options.observer = Some(Arc::clone(&tracked) as Arc<dyn JobObserver>);
-        let pending = match queue.submit(job, options) {
-            Ok(pending) => pending,
-            Err(e) => {
-                self.record_count.fetch_sub(1, Ordering::AcqRel);
-                self.remove_input(input.as_ref()).await;
-                return Err(e.into());
-            }
-        };
-        tracked.set_control(Box::new(pending.handle()));
-        self.live.lock().insert(job_id, Arc::clone(&tracked));
         let record = JobRecord {
             id: job_id,
             kind: kind.to_string(),
@@ -381,17 +382,30 @@ impl AsyncJobs {
         // the record is written does not cancel it.
         let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
         let jobs = Arc::clone(self);
+        let queue = queue.clone();
         let task_tracked = Arc::clone(&tracked);
         self.tasks.spawn(async move {
             if let Err(e) = jobs.records.insert(record).await {
                 // Unrecorded: the job must not run.
-                jobs.record_count.fetch_sub(1, Ordering::AcqRel);
-                drop(pending);
-                jobs.live.lock().remove(&job_id);
+                jobs.give_back_place();
                 jobs.remove_input(input.as_ref()).await;
-                let _ = ack_tx.send(Err(e));
+                let _ = ack_tx.send(Err(Refused::Unrecorded(e)));
                 return;
             }
+            let pending = match queue.submit(job, options) {
+                Ok(pending) => pending,
+                Err(e) => {
+                    if let Err(gone) = jobs.records.delete(vec![job_id]).await {
+                        tracing::warn!(%job_id, "cannot delete the record of a refused job: {gone}");
+                    }
+                    jobs.give_back_place();
+                    jobs.remove_input(input.as_ref()).await;
+                    let _ = ack_tx.send(Err(Refused::Queue(e)));
+                    return;
+                }
+            };
+            task_tracked.set_control(Box::new(pending.handle()));
+            jobs.live.lock().insert(job_id, Arc::clone(&task_tracked));
             jobs.stats.submitted.fetch_add(1, Ordering::Relaxed);
             let _ = ack_tx.send(Ok(()));
             let reply = pending.wait().await.map(to_result);
@@ -402,7 +416,7 @@ impl AsyncJobs {
                 job: tracked.snapshot(),
                 replayed: false,
             }),
-            Ok(Err(StoreError::DuplicateKey)) => {
+            Ok(Err(Refused::Unrecorded(StoreError::DuplicateKey))) => {
                 // Another request with the same key won the race.
                 let Some(idem) = idempotency.as_ref() else {
                     return Err(ApiError::Internal(
@@ -419,11 +433,22 @@ impl AsyncJobs {
                     )),
                 }
             }
-            Ok(Err(e)) => Err(ApiError::Unavailable(format!(
+            Ok(Err(Refused::Unrecorded(e))) => Err(ApiError::Unavailable(format!(
                 "the job database cannot record the job: {e}"
             ))),
+            Ok(Err(Refused::Queue(e))) => Err(e.into()),
             Err(_) => Err(ApiError::Internal("the job's task ended early".into())),
         }
+    }
+
+    /// Gives back a place reserved for a record that was not written; a
+    /// sweep's recount may have landed in between, so never below zero.
+    fn give_back_place(&self) {
+        let _ = self
+            .record_count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
     }
 
     async fn remove_input(&self, input: Option<&InputRef>) {

@@ -585,11 +585,10 @@ async fn an_unrecorded_submit_gives_its_place_back_its_input_is_removed_and_it_n
     );
 }
 
-/// The record is committed only after the job was handed to the queue, so
-/// an idle worker may start a job whose record then fails: the client gets
-/// 503 for a job that ran. See the report on `AsyncJobs::submit`.
+/// A job is handed to the queue only once its record is committed, so an
+/// idle worker cannot start a job whose record then fails (the client would
+/// get 503 for a job that ran).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "AsyncJobs::submit admits the job before its record is committed"]
 async fn an_unrecorded_submit_never_starts_even_on_an_idle_worker() {
     let h = harness(jobs_config(10)).await;
     let taken = Uuid::new_v4();

@@ -226,6 +226,8 @@ async fn malformed_json_is_a_400_malformed_json() {
         "{text: 'hi'}",
         r#"{"text": "hi",}"#,
         "\u{feff}{}",
+        // Broken JSON whose first token would also mismatch the shape.
+        "[1, 2",
     ] {
         for uri in ["/jobs/message", "/jobs/pdf", "/multiThread"] {
             let reply = app
