@@ -28,8 +28,9 @@ write_docs=1
 command -v curl >/dev/null || { echo "hostile.sh: needs curl" >&2; exit 2; }
 [ -f data/hostile/manifest.tsv ] || python3 scripts/make_hostile.py
 
-echo "building target/release/jobserver (if needed)" >&2
-cargo build --release --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/jobserver"
+echo "building $bin (if needed)" >&2
+cargo build --release --quiet --bin jobserver
 
 tmp=$(mktemp -d /tmp/jobserver-hostile.XXXXXX)
 server_pid=""
@@ -49,7 +50,7 @@ base="http://127.0.0.1:$port"
 max_pixels=${PDF_MAX_PIXELS:-40000000}
 
 BIND_ADDR="127.0.0.1:$port" DATA_DIR=data/hostile OUTPUT_DIR="$tmp/out" RATE_LIMIT_PER_MINUTE=0 \
-  RUST_LOG="${RUST_LOG:-warn}" target/release/jobserver >"$tmp/server.log" 2>&1 &
+  RUST_LOG="${RUST_LOG:-warn}" "$bin" >"$tmp/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 300); do
   curl -sf -o /dev/null "$base/readyz" && break
