@@ -96,6 +96,28 @@ impl Harness {
         tokio::spawn(async move { queue.run(job, SubmitOptions::default()).await })
     }
 
+    /// Runs a job with default options and waits for its answer.
+    async fn run(&self, job: TestJob) -> Result<Completed<&'static str>, QueueError> {
+        self.queue.run(job, SubmitOptions::default()).await
+    }
+
+    /// Admits a job with default options without waiting.
+    fn submit(&self, job: TestJob) -> Pending<TestWorker> {
+        self.queue
+            .submit(job, SubmitOptions::default())
+            .expect("the queue has room")
+    }
+
+    /// Starts a job that holds the worker until the gate opens.
+    fn hold(
+        &self,
+        name: &'static str,
+    ) -> tokio::task::JoinHandle<Result<Completed<&'static str>, QueueError>> {
+        let running = self.spawn(TestJob::Block(name));
+        self.expect_start(name);
+        running
+    }
+
     fn expect_start(&self, name: &str) {
         let got = self
             .started
@@ -107,10 +129,7 @@ impl Harness {
     /// Runs a quick job and checks that it is the only one to start:
     /// whatever was skipped (`what`) never ran.
     async fn next_runs_alone(&self, what: &str) {
-        let next = self
-            .queue
-            .run(TestJob::Quick("next"), SubmitOptions::default())
-            .await;
+        let next = self.run(TestJob::Quick("next")).await;
         assert_eq!(next.unwrap().output, "next");
         self.expect_start("next");
         assert!(self.started.try_recv().is_err(), "{what}");
@@ -133,8 +152,7 @@ impl Harness {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_refused_on_the_first_poll_with_a_retry_after() {
     let h = harness(1, 1, 5_000, 5_000);
-    let running = h.spawn(TestJob::Block("a"));
-    h.expect_start("a");
+    let running = h.hold("a");
     let queued = h.spawn(TestJob::Quick("b"));
     h.until_depth(1).await;
 
@@ -157,13 +175,9 @@ async fn a_full_queue_is_refused_on_the_first_poll_with_a_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_past_its_queue_budget_gets_504_and_is_never_started() {
     let h = harness(1, 4, 50, 5_000);
-    let running = h.spawn(TestJob::Block("a"));
-    h.expect_start("a");
+    let running = h.hold("a");
 
-    let waited = h
-        .queue
-        .run(TestJob::Quick("late"), SubmitOptions::default())
-        .await;
+    let waited = h.run(TestJob::Quick("late")).await;
     match waited {
         Err(QueueError::Job {
             source: JobError::QueueTimeout { waited_ms },
@@ -219,8 +233,7 @@ async fn a_request_may_shorten_its_deadline_but_never_lengthen_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_caller_went_away_is_skipped_when_dequeued() {
     let h = harness(1, 4, 5_000, 5_000);
-    let running = h.spawn(TestJob::Block("a"));
-    h.expect_start("a");
+    let running = h.hold("a");
     let gone = h.spawn(TestJob::Quick("gone"));
     h.until_depth(1).await;
     gone.abort();
@@ -228,10 +241,7 @@ async fn a_job_whose_caller_went_away_is_skipped_when_dequeued() {
 
     h.gate.send(()).unwrap();
     running.await.unwrap().unwrap();
-    let next = h
-        .queue
-        .run(TestJob::Quick("next"), SubmitOptions::default())
-        .await;
+    let next = h.run(TestJob::Quick("next")).await;
     assert_eq!(next.unwrap().output, "next");
     h.expect_start("next");
     assert_eq!(h.queue.stats().cancelled.load(Ordering::Relaxed), 1);
@@ -257,10 +267,7 @@ async fn a_panicking_job_costs_one_answer_and_not_the_thread() {
         }) => assert_eq!(msg, "boom"),
         other => panic!("expected a panic report, got {other:?}"),
     }
-    let next = h
-        .queue
-        .run(TestJob::Quick("after"), SubmitOptions::default())
-        .await;
+    let next = h.run(TestJob::Quick("after")).await;
     let next = next.expect("the same thread serves the next job");
     assert_eq!(next.worker, "test-worker-0");
     assert_eq!(h.queue.live_workers(), 1);
@@ -269,8 +276,7 @@ async fn a_panicking_job_costs_one_answer_and_not_the_thread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_answers_queued_jobs_503_refuses_new_ones_and_lets_running_ones_finish() {
     let h = harness(1, 4, 5_000, 5_000);
-    let running = h.spawn(TestJob::Block("a"));
-    h.expect_start("a");
+    let running = h.hold("a");
     let queued = h.spawn(TestJob::Quick("b"));
     h.until_depth(1).await;
 
@@ -283,9 +289,7 @@ async fn draining_answers_queued_jobs_503_refuses_new_ones_and_lets_running_ones
         })
     ));
     assert!(matches!(
-        h.queue
-            .run(TestJob::Quick("c"), SubmitOptions::default())
-            .await,
+        h.run(TestJob::Quick("c")).await,
         Err(QueueError::ShuttingDown)
     ));
     h.gate.send(()).unwrap();
@@ -333,12 +337,8 @@ fn retry_after_grows_with_the_queue_ahead_and_shrinks_with_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_cancelled_through_its_handle_is_answered_at_once_and_never_runs() {
     let h = harness(1, 4, 5_000, 5_000);
-    let running = h.spawn(TestJob::Block("a"));
-    h.expect_start("a");
-    let pending = h
-        .queue
-        .submit(TestJob::Quick("never"), SubmitOptions::default())
-        .unwrap();
+    let running = h.hold("a");
+    let pending = h.submit(TestJob::Quick("never"));
     let handle = pending.handle();
     assert_eq!(
         handle.position(),
@@ -371,16 +371,9 @@ async fn a_queued_job_cancelled_through_its_handle_is_answered_at_once_and_never
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_count_the_jobs_ahead_and_move_up_as_workers_take_jobs() {
     let h = harness(1, 4, 5_000, 5_000);
-    let running = h.spawn(TestJob::Block("a"));
-    h.expect_start("a");
-    let first = h
-        .queue
-        .submit(TestJob::Block("b"), SubmitOptions::default())
-        .unwrap();
-    let second = h
-        .queue
-        .submit(TestJob::Quick("c"), SubmitOptions::default())
-        .unwrap();
+    let running = h.hold("a");
+    let first = h.submit(TestJob::Block("b"));
+    let second = h.submit(TestJob::Quick("c"));
     let (first_handle, second_handle) = (first.handle(), second.handle());
     assert_eq!(first_handle.position(), Some(0));
     assert_eq!(second_handle.position(), Some(1));

@@ -126,7 +126,7 @@ impl JobState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     pub id: Uuid,
-    /// Worker type: "pdf" | "message".
+    /// The worker type's name (`JobKind::NAME`).
     pub kind: String,
     pub state: JobState,
     /// Id of the server instance running (or meant to run) it.
