@@ -238,12 +238,7 @@ pub fn render(
                     format!("page {number}: cannot make a bitmap: {e}"),
                 )
             })?;
-            let config = PdfRenderConfig::new()
-                .set_format(PdfBitmapFormat::BGR)
-                .set_reverse_byte_order(true)
-                .render_form_data(true)
-                .set_target_size(width as i32, height as i32);
-            page.render_into_bitmap_with_config(&mut bitmap, &config)
+            page.render_into_bitmap_with_config(&mut bitmap, &render_config(width, height))
                 .map_err(|e| {
                     (
                         FailKind::Engine,
@@ -273,6 +268,17 @@ pub fn render(
         .map_err(engine)?;
     }
     Ok(())
+}
+
+/// How a page is rendered: BGR with reversed byte order, which pdfium
+/// writes as RGB rows (what the PNG encoder takes, with no conversion),
+/// form fields drawn, at `width` x `height` pixels.
+pub fn render_config(width: u32, height: u32) -> PdfRenderConfig {
+    PdfRenderConfig::new()
+        .set_format(PdfBitmapFormat::BGR)
+        .set_reverse_byte_order(true)
+        .render_form_data(true)
+        .set_target_size(width as i32, height as i32)
 }
 
 /// Pixel size of a page of `w_pt` x `h_pt` points at `dpi`, rounded up as
