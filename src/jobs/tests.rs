@@ -206,6 +206,19 @@ fn keyed(job: TestJob, key: &str, fingerprint: &str) -> AsyncRequest<TestWorker>
 }
 
 impl Harness {
+    /// An id a finished job's record already holds: a submit under it
+    /// cannot be recorded.
+    async fn taken_id(&self) -> Uuid {
+        let taken = Uuid::new_v4();
+        let now = self.clock.now_ms();
+        self.jobs
+            .records()
+            .insert(stored_record(taken, JobState::Done, now))
+            .await
+            .unwrap();
+        taken
+    }
+
     async fn submit(&self, job: TestJob) -> Result<Accepted, ApiError> {
         self.jobs.submit(&self.queue, request(job)).await
     }
@@ -512,13 +525,7 @@ fn stored_record(id: Uuid, state: JobState, at_ms: u64) -> JobRecord {
 async fn an_unrecorded_submit_gives_its_place_back_its_input_is_removed_and_it_never_runs() {
     let h = harness(jobs_config(3)).await;
     // A job whose record cannot be inserted: its id is taken.
-    let taken = Uuid::new_v4();
-    let now = h.clock.now_ms();
-    h.jobs
-        .records()
-        .insert(stored_record(taken, JobState::Done, now))
-        .await
-        .unwrap();
+    let taken = h.taken_id().await;
     h.jobs.sweep().await;
     assert_eq!(h.jobs.tracked(), 1, "the sweep counted the record");
 
@@ -591,13 +598,7 @@ async fn an_unrecorded_submit_gives_its_place_back_its_input_is_removed_and_it_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unrecorded_submit_never_starts_even_on_an_idle_worker() {
     let h = harness(jobs_config(10)).await;
-    let taken = Uuid::new_v4();
-    let now = h.clock.now_ms();
-    h.jobs
-        .records()
-        .insert(stored_record(taken, JobState::Done, now))
-        .await
-        .unwrap();
+    let taken = h.taken_id().await;
     let unrecorded = AsyncRequest {
         job_id: taken,
         ..request(TestJob::Quick("unrecorded"))
