@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::ctx::{json_str, Ctx};
 use crate::events::follow_events;
-use crate::record::{is_final, lock, AsyncJob, Expect, Kind, STATES};
+use crate::record::{is_final, is_state, lock, AsyncJob, Expect, Kind};
 use crate::requests::{check_pdf_answer, decode_png, pdf_request, PdfReq};
 use crate::rng::Rng;
 
@@ -256,7 +256,7 @@ pub async fn poll_job(ctx: &Ctx, rng: &mut Rng, job_id: &str) -> Option<Value> {
         let body = ctx.get_ok(Kind::JobGet, "poll", &path).await?;
         let view: Value = serde_json::from_slice(&body).ok()?;
         let state = view["state"].as_str().unwrap_or_default();
-        if view["job_id"] != job_id || !STATES.contains(&state) {
+        if view["job_id"] != job_id || !is_state(state) {
             ctx.problem(format!("GET /jobs/{job_id}: {view}"));
             return None;
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::record::{lock, Expect, Kind, Log, Record, Res, STATES};
+use crate::record::{is_state, lock, Expect, Kind, Log, Record, Res};
 use crate::servers::{PDF_TIMEOUT_MS, REPO};
 
 pub struct Fixtures {
@@ -128,7 +128,7 @@ pub fn body_shape(
     if status == 202 {
         // An async job's view: its id, its state and where to follow it.
         return if v["job_id"].is_string()
-            && v["state"].as_str().is_some_and(|s| STATES.contains(&s))
+            && v["state"].as_str().is_some_and(is_state)
             && v["links"]["self"].is_string()
         {
             Ok(())
