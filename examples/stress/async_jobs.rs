@@ -127,7 +127,7 @@ struct Sent<'a> {
 async fn submit(ctx: &Ctx, sent: &Sent<'_>, key: Option<&str>) -> Option<String> {
     let request = async_request(ctx, sent.spec, sent.prefer, key, false);
     let answer = ctx
-        .exec_with_headers(sent.kind, "submit", 0, Expect::Async, request, None)
+        .exec(sent.kind, "submit", 0, Expect::Async, request, None)
         .await;
     let Some((202, headers, body)) = answer else {
         return None;
@@ -156,7 +156,7 @@ async fn check_key(ctx: &Ctx, rng: &mut Rng, sent: &Sent<'_>, key: &str, job_id:
     if rng.chance(0.3) {
         let again = async_request(ctx, sent.spec, sent.prefer, Some(key), false);
         let answer = ctx
-            .exec_with_headers(
+            .exec(
                 sent.kind,
                 "idempotent replay",
                 0,
@@ -191,7 +191,7 @@ async fn check_key(ctx: &Ctx, rng: &mut Rng, sent: &Sent<'_>, key: &str, job_id:
                 None,
             )
             .await;
-        if let Some((422, body)) = answer {
+        if let Some((422, _, body)) = answer {
             let code = json_str(&body, "error");
             if code.as_deref() != Some("idempotency_key_reused") {
                 ctx.problem(format!(
@@ -233,7 +233,7 @@ pub async fn cancel_job(ctx: &Ctx, job_id: &str, expect: &'static [u16]) -> bool
             None,
         )
         .await;
-    let Some((202, body)) = answer else {
+    let Some((202, _, body)) = answer else {
         return false;
     };
     let state = json_str(&body, "state");

@@ -214,24 +214,10 @@ impl Ctx {
         }
     }
 
-    /// Sends one request, records its outcome, and returns the status and
-    /// body of an HTTP answer. `hang_up` drops the request after that long.
+    /// Sends one request, records its outcome, and returns the status,
+    /// headers and body of an HTTP answer. `hang_up` drops the request after
+    /// that long.
     pub async fn exec(
-        &self,
-        kind: Kind,
-        case: &'static str,
-        target: usize,
-        expect: Expect,
-        request: reqwest::RequestBuilder,
-        hang_up: Option<Duration>,
-    ) -> Option<(u16, Bytes)> {
-        self.exec_with_headers(kind, case, target, expect, request, hang_up)
-            .await
-            .map(|(status, _, body)| (status, body))
-    }
-
-    /// As [`Ctx::exec`], also returning the answer's headers.
-    pub async fn exec_with_headers(
         &self,
         kind: Kind,
         case: &'static str,
@@ -300,7 +286,7 @@ impl Ctx {
             .exec(kind, case, 0, Expect::AnyOf(&[200]), request, None)
             .await
         {
-            Some((200, body)) => Some(body),
+            Some((200, _, body)) => Some(body),
             _ => None,
         }
     }
