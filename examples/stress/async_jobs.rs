@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 use crate::ctx::{json_str, Ctx};
@@ -154,18 +156,7 @@ async fn submit(ctx: &Ctx, sent: &Sent<'_>, key: Option<&str>) -> Option<String>
 /// request with the same key must be refused.
 async fn check_key(ctx: &Ctx, rng: &mut Rng, sent: &Sent<'_>, key: &str, job_id: &str) {
     if rng.chance(0.3) {
-        let again = async_request(ctx, sent.spec, sent.prefer, Some(key), false);
-        let answer = ctx
-            .exec(
-                sent.kind,
-                "idempotent replay",
-                0,
-                Expect::AnyOf(&[202]),
-                again,
-                None,
-            )
-            .await;
-        if let Some((202, headers, body)) = answer {
+        if let Some((202, headers, body)) = send_again(ctx, sent, key, false).await {
             let replayed = json_str(&body, "job_id");
             if replayed.as_deref() != Some(job_id)
                 || headers
@@ -180,18 +171,7 @@ async fn check_key(ctx: &Ctx, rng: &mut Rng, sent: &Sent<'_>, key: &str, job_id:
         }
     }
     if rng.chance(0.15) {
-        let other = async_request(ctx, sent.spec, sent.prefer, Some(key), true);
-        let answer = ctx
-            .exec(
-                sent.kind,
-                "key reused",
-                0,
-                Expect::AnyOf(&[422]),
-                other,
-                None,
-            )
-            .await;
-        if let Some((422, _, body)) = answer {
+        if let Some((422, _, body)) = send_again(ctx, sent, key, true).await {
             let code = json_str(&body, "error");
             if code.as_deref() != Some("idempotency_key_reused") {
                 ctx.problem(format!(
@@ -200,6 +180,25 @@ async fn check_key(ctx: &Ctx, rng: &mut Rng, sent: &Sent<'_>, key: &str, job_id:
             }
         }
     }
+}
+
+/// Sends the job again with its `Idempotency-Key`: the same request, to be
+/// answered 202 as a replay, or when `altered` another one, to be refused
+/// with 422.
+async fn send_again(
+    ctx: &Ctx,
+    sent: &Sent<'_>,
+    key: &str,
+    altered: bool,
+) -> Option<(u16, HeaderMap, Bytes)> {
+    let (case, expect): (_, &'static [u16]) = if altered {
+        ("key reused", &[422])
+    } else {
+        ("idempotent replay", &[202])
+    };
+    let request = async_request(ctx, sent.spec, sent.prefer, Some(key), altered);
+    ctx.exec(sent.kind, case, 0, Expect::AnyOf(expect), request, None)
+        .await
 }
 
 /// Jobs that do not exist: 404, and only there.
