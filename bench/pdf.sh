@@ -188,9 +188,25 @@ client_ms() {
     awk '{ s += $3 } END { printf "%.0f", s * 1000 / NR }' "${files[@]}"
 }
 
+# numbered PREFIX N: the tags PREFIX-1 .. PREFIX-N, one a line.
+numbered() {
+    local i
+    for ((i = 1; i <= $2; i++)); do echo "$1-$i"; done
+}
+
 tags() { # tags PREFIX CLIENTS JOBS
-    local c i
-    for ((c = 1; c <= $2; c++)); do for ((i = 1; i <= $3; i++)); do echo "$1$c-$i"; done; done
+    local c
+    for ((c = 1; c <= $2; c++)); do numbered "$1$c" "$3"; done
+}
+
+# jobs_at_once TAG...: one job per tag, all sent at once; waits for them all.
+jobs_at_once() {
+    local tag pids=()
+    for tag in "$@"; do
+        job "$tag" &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
 }
 
 # sample_rss ROOT_PID OUT: every 50 ms, the sum of resident memory (kB) of
@@ -390,14 +406,8 @@ log "   $SEQ_PPS pages/s; one job alone ${ALONE_MS} ms"
 log "c. server, PDF_WORKERS=$W, $W clients x $JOBS_PER_CLIENT jobs"
 start_server "$W"
 # Warm every renderer: W jobs at once.
-pids=()
-WARM_TAGS=()
-for ((c = 1; c <= W; c++)); do
-    job "warmw-$c" &
-    pids+=($!)
-    WARM_TAGS+=("warmw-$c")
-done
-wait "${pids[@]}"
+mapfile -t WARM_TAGS < <(numbered warmw "$W")
+jobs_at_once "${WARM_TAGS[@]}"
 check "${WARM_TAGS[@]}" >/dev/null
 wait_quiet
 FAN0=$(engine_stat fanned_out_jobs)
@@ -437,16 +447,10 @@ IDLEW_KB=$(rss_now_kb)
 sample_rss "$SERVER_PID" "$TMP/rss" &
 SAMPLER_PID=$!
 sleep 0.2
-pids=()
-BURST_TAGS=()
+mapfile -t BURST_TAGS < <(numbered burst "$BURST_JOBS")
 phase_begin
 t0=$(now)
-for ((i = 1; i <= BURST_JOBS; i++)); do
-    job "burst-$i" &
-    pids+=($!)
-    BURST_TAGS+=("burst-$i")
-done
-wait "${pids[@]}"
+jobs_at_once "${BURST_TAGS[@]}"
 t1=$(now)
 sleep 0.1
 kill "$SAMPLER_PID" 2>/dev/null || true

@@ -39,6 +39,7 @@ Usage
 """
 
 import argparse
+import contextlib
 import glob
 import hashlib
 import os
@@ -195,10 +196,26 @@ def download_wheel(tag, workdir):
     return wheels[0]
 
 
+@contextlib.contextmanager
+def replacing(path):
+    """Yields (fd, name) of a new temporary file beside `path`; when the block
+    ends without an error the file replaces `path` (os.replace), otherwise it
+    is removed."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        yield fd, tmp
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def extract_lib(wheel, dest, lib_sha):
     lib = dest / LIB_NAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{LIB_NAME}.", suffix=".tmp", dir=dest)
-    try:
+    with replacing(lib) as (fd, tmp):
         h = hashlib.sha256()
         with zipfile.ZipFile(wheel) as zf, os.fdopen(fd, "wb") as out:
             try:
@@ -223,29 +240,14 @@ def extract_lib(wheel, dest, lib_sha):
             os.utime(tmp, (mtime, mtime))
         except (OverflowError, ValueError, OSError):
             pass
-        os.replace(tmp, lib)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return lib
 
 
 def write_stamp(dest, lib_sha):
-    fd, tmp = tempfile.mkstemp(prefix=f".{STAMP_NAME}.", suffix=".tmp", dir=dest)
-    try:
+    with replacing(dest / STAMP_NAME) as (fd, tmp):
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(f"{lib_sha}  {LIB_NAME}\n")
         os.chmod(tmp, 0o644)
-        os.replace(tmp, dest / STAMP_NAME)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def main(argv=None):

@@ -367,19 +367,8 @@ def footer(c, size, label, page_no, total):
 # --------------------------------------------------------------------------
 
 
-def make_sample():
-    pdf = PdfWriter("sample.pdf")
-    pdf.info("jobserver sample")
-    fonts = add_fonts(pdf)
-    img = add_image(pdf)
-    gs = pdf.add("<< /Type /ExtGState /ca 0.5 /CA 0.5 >>")
-    res_text = "<< /Font %s >>" % fonts
-    res_all = "<< /Font %s /XObject << /Im1 %d 0 R >> /ExtGState << /GS1 %d 0 R >> >>" % (fonts, img, gs)
-    total = 6
-
-    # Page 1: A4, title + text at many sizes and fonts.
-    size = A4
-    c = Content()
+def sample_text(c):
+    """Page 1 of sample.pdf: A4, title + text at many sizes and fonts."""
     c.fill_rgb(0.12, 0.30, 0.60)
     c.rect(0, 842 - 120, 595, 120)
     c.text_centered("F2", 48, 595 / 2, 842 - 80, "jobserver sample", rgb=(1, 1, 1), bold=True)
@@ -410,12 +399,10 @@ def make_sample():
     # (Tr is graphics state and outlives ET, hence q/Q.)
     c("q BT /F2 30 Tf 1 Tr 0.8 w 0.6 0.1 0.6 RG 50 %s Td (Outlined text) Tj ET Q" % num(y))
     c("q BT /F2 30 Tf 2 Tr 0.8 w 1 0.8 0 rg 0 0 0 RG 300 %s Td (Fill+stroke) Tj ET Q" % num(y))
-    footer(c, size, "A4", 1, total)
-    pdf.page(size, c.render(), res_text)
 
-    # Page 2: US Letter, vector shapes.
-    size = LETTER
-    c = Content()
+
+def sample_shapes(c):
+    """Page 2 of sample.pdf: US Letter, vector shapes."""
     c.text("F2", 24, 50, 740, "Vector shapes")
     # Colour swatches (RGB, gray, CMYK).
     colors = [(1, 0, 0), (1, 0.5, 0), (1, 1, 0), (0, 0.7, 0), (0, 0.7, 0.7), (0, 0, 1), (0.5, 0, 0.7), (1, 0.4, 0.7)]
@@ -471,12 +458,10 @@ def make_sample():
     c.fill_rgb(0.9, 0.3, 0.3)
     c(450, 60, "m", 560, 60, "l", 505, 110, "l", "h B")
     c("1 w 0 g 0 G")
-    footer(c, size, "US Letter", 2, total)
-    pdf.page(size, c.render(), res_text)
 
-    # Page 3: A5, the raster image at several scales.
-    size = A5
-    c = Content()
+
+def sample_image(c):
+    """Page 3 of sample.pdf: A5, the raster image at several scales."""
     c.text("F2", 18, 30, 555, "Embedded RGB image (256 x 256)")
     c("q 360 0 0 360 30 170 cm /Im1 Do Q")
     c("0.5 w 0 G")
@@ -485,12 +470,10 @@ def make_sample():
     c("q 48 0 0 48 140 50 cm /Im1 Do Q")
     c("q 24 0 0 24 200 50 cm /Im1 Do Q")
     c.text("F1", 9, 30, 155, "Scaled to 360 pt (top), 96 / 48 / 24 pt (below).")
-    footer(c, size, "A5", 3, total)
-    pdf.page(size, c.render(), res_all)
 
-    # Page 4: A4 landscape, bar chart + text columns.
-    size = A4_LANDSCAPE
-    c = Content()
+
+def sample_landscape(c):
+    """Page 4 of sample.pdf: A4 landscape, bar chart + text columns."""
     c.text("F2", 24, 40, 545, "Landscape page (842 x 595)")
     c("1 w 0 G")
     c(60, 480, "m", 60, 100, "l", 470, 100, "l", "S")
@@ -512,12 +495,10 @@ def make_sample():
     for line in lines[:30]:
         c.text("F3", 11, 500, y, " ".join(line))
         y -= 13.5
-    footer(c, size, "A4 landscape", 4, total)
-    pdf.page(size, c.render(), res_text)
 
-    # Page 5: A4 portrait with /Rotate 90 (displayed landscape, clockwise).
-    size = A4
-    c = Content()
+
+def sample_rotated(c):
+    """Page 5 of sample.pdf: A4 portrait with /Rotate 90 (displayed landscape, clockwise)."""
     c.fill_rgb(0.9, 0.2, 0.2)
     # Arrow pointing to the top of the unrotated page.
     c(297, 780, "m", 237, 680, "l", 272, 680, "l", 272, 520, "l", 322, 520, "l", 322, 680, "l", 357, 680, "l", "h f")
@@ -529,12 +510,10 @@ def make_sample():
     c("2 w 0 0 0.7 RG")
     c.rect(30, 30, 535, 782, "S")
     c("1 w 0 G")
-    footer(c, size, "A4 /Rotate 90", 5, total)
-    pdf.page(size, c.render(), res_text, rotate=90)
 
-    # Page 6: US Letter, mixed: image with transform, clipping, transparency.
-    size = LETTER
-    c = Content()
+
+def sample_mixed(c):
+    """Page 6 of sample.pdf: US Letter, mixed: image with transform, clipping, transparency."""
     c.text("F2", 24, 50, 740, "Mixed content")
     # Image rotated 15 degrees.
     cs, sn = math.cos(math.radians(15)), math.sin(math.radians(15))
@@ -559,9 +538,34 @@ def make_sample():
     c.text("F1", 11, 375, 280, "text drawn over a filled box", rgb=(1, 1, 0.6))
     c("0 g")
     c.text("F1", 11, 50, 150, "Rotated image (cm), clipping path (W n), ExtGState alpha 0.5 (gs).")
-    footer(c, size, "US Letter", 6, total)
-    pdf.page(size, c.render(), res_all)
 
+
+# sample.pdf page by page: (size, footer label, resources, /Rotate, drawing).
+SAMPLE_PAGES = [
+    (A4, "A4", "text", None, sample_text),
+    (LETTER, "US Letter", "text", None, sample_shapes),
+    (A5, "A5", "all", None, sample_image),
+    (A4_LANDSCAPE, "A4 landscape", "text", None, sample_landscape),
+    (A4, "A4 /Rotate 90", "text", 90, sample_rotated),
+    (LETTER, "US Letter", "all", None, sample_mixed),
+]
+
+
+def make_sample():
+    pdf = PdfWriter("sample.pdf")
+    pdf.info("jobserver sample")
+    fonts = add_fonts(pdf)
+    img = add_image(pdf)
+    gs = pdf.add("<< /Type /ExtGState /ca 0.5 /CA 0.5 >>")
+    resources = {
+        "text": "<< /Font %s >>" % fonts,
+        "all": "<< /Font %s /XObject << /Im1 %d 0 R >> /ExtGState << /GS1 %d 0 R >> >>" % (fonts, img, gs),
+    }
+    for page_no, (size, label, res, rotate, draw) in enumerate(SAMPLE_PAGES, 1):
+        c = Content()
+        draw(c)
+        footer(c, size, label, page_no, len(SAMPLE_PAGES))
+        pdf.page(size, c.render(), resources[res], rotate=rotate)
     return pdf.serialize()
 
 

@@ -122,13 +122,8 @@ pub async fn closed_loop(
             }
         });
     }
-    let mut samples = Vec::new();
-    while let Some(done) = clients.join_next().await {
-        // A client task cannot panic short of a bug in this file.
-        samples.extend(done.expect("a load client panicked"));
-    }
     Run {
-        samples,
+        samples: join_all(clients).await.concat(),
         wall: started.elapsed(),
         offered_rps: None,
     }
@@ -156,13 +151,19 @@ pub async fn open_loop(
         requests.spawn(async move { send(&client, &target).await });
     }
     let sent_in = started.elapsed().as_secs_f64();
-    let mut samples = Vec::new();
-    while let Some(done) = requests.join_next().await {
-        samples.push(done.expect("a load request panicked"));
-    }
     Run {
-        samples,
+        samples: join_all(requests).await,
         wall: started.elapsed(),
         offered_rps: Some(count as f64 / sent_in.max(1e-9)),
     }
+}
+
+/// Waits for every task of a run; their results in the order they end.
+async fn join_all<T: 'static>(mut tasks: JoinSet<T>) -> Vec<T> {
+    let mut done = Vec::with_capacity(tasks.len());
+    while let Some(result) = tasks.join_next().await {
+        // A load task cannot panic short of a bug in this file.
+        done.push(result.expect("a load task panicked"));
+    }
+    done
 }

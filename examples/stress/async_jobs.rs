@@ -3,11 +3,13 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 use crate::ctx::{json_str, Ctx};
 use crate::events::follow_events;
-use crate::record::{is_final, lock, AsyncJob, Expect, Kind, STATES};
+use crate::record::{is_final, is_state, lock, AsyncJob, Expect, Kind};
 use crate::requests::{check_pdf_answer, decode_png, pdf_request, PdfReq};
 use crate::rng::Rng;
 
@@ -127,7 +129,7 @@ struct Sent<'a> {
 async fn submit(ctx: &Ctx, sent: &Sent<'_>, key: Option<&str>) -> Option<String> {
     let request = async_request(ctx, sent.spec, sent.prefer, key, false);
     let answer = ctx
-        .exec_with_headers(sent.kind, "submit", 0, Expect::Async, request, None)
+        .exec(sent.kind, "submit", 0, Expect::Async, request, None)
         .await;
     let Some((202, headers, body)) = answer else {
         return None;
@@ -154,18 +156,7 @@ async fn submit(ctx: &Ctx, sent: &Sent<'_>, key: Option<&str>) -> Option<String>
 /// request with the same key must be refused.
 async fn check_key(ctx: &Ctx, rng: &mut Rng, sent: &Sent<'_>, key: &str, job_id: &str) {
     if rng.chance(0.3) {
-        let again = async_request(ctx, sent.spec, sent.prefer, Some(key), false);
-        let answer = ctx
-            .exec_with_headers(
-                sent.kind,
-                "idempotent replay",
-                0,
-                Expect::AnyOf(&[202]),
-                again,
-                None,
-            )
-            .await;
-        if let Some((202, headers, body)) = answer {
+        if let Some((202, headers, body)) = send_again(ctx, sent, key, false).await {
             let replayed = json_str(&body, "job_id");
             if replayed.as_deref() != Some(job_id)
                 || headers
@@ -180,18 +171,7 @@ async fn check_key(ctx: &Ctx, rng: &mut Rng, sent: &Sent<'_>, key: &str, job_id:
         }
     }
     if rng.chance(0.15) {
-        let other = async_request(ctx, sent.spec, sent.prefer, Some(key), true);
-        let answer = ctx
-            .exec(
-                sent.kind,
-                "key reused",
-                0,
-                Expect::AnyOf(&[422]),
-                other,
-                None,
-            )
-            .await;
-        if let Some((422, body)) = answer {
+        if let Some((422, _, body)) = send_again(ctx, sent, key, true).await {
             let code = json_str(&body, "error");
             if code.as_deref() != Some("idempotency_key_reused") {
                 ctx.problem(format!(
@@ -200,6 +180,25 @@ async fn check_key(ctx: &Ctx, rng: &mut Rng, sent: &Sent<'_>, key: &str, job_id:
             }
         }
     }
+}
+
+/// Sends the job again with its `Idempotency-Key`: the same request, to be
+/// answered 202 as a replay, or when `altered` another one, to be refused
+/// with 422.
+async fn send_again(
+    ctx: &Ctx,
+    sent: &Sent<'_>,
+    key: &str,
+    altered: bool,
+) -> Option<(u16, HeaderMap, Bytes)> {
+    let (case, expect): (_, &'static [u16]) = if altered {
+        ("key reused", &[422])
+    } else {
+        ("idempotent replay", &[202])
+    };
+    let request = async_request(ctx, sent.spec, sent.prefer, Some(key), altered);
+    ctx.exec(sent.kind, case, 0, Expect::AnyOf(expect), request, None)
+        .await
 }
 
 /// Jobs that do not exist: 404, and only there.
@@ -233,7 +232,7 @@ pub async fn cancel_job(ctx: &Ctx, job_id: &str, expect: &'static [u16]) -> bool
             None,
         )
         .await;
-    let Some((202, body)) = answer else {
+    let Some((202, _, body)) = answer else {
         return false;
     };
     let state = json_str(&body, "state");
@@ -256,7 +255,7 @@ pub async fn poll_job(ctx: &Ctx, rng: &mut Rng, job_id: &str) -> Option<Value> {
         let body = ctx.get_ok(Kind::JobGet, "poll", &path).await?;
         let view: Value = serde_json::from_slice(&body).ok()?;
         let state = view["state"].as_str().unwrap_or_default();
-        if view["job_id"] != job_id || !STATES.contains(&state) {
+        if view["job_id"] != job_id || !is_state(state) {
             ctx.problem(format!("GET /jobs/{job_id}: {view}"));
             return None;
         }

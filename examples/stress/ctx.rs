@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::record::{lock, Expect, Kind, Log, Record, Res, STATES};
+use crate::record::{is_state, lock, Expect, Kind, Log, Record, Res};
 use crate::servers::{PDF_TIMEOUT_MS, REPO};
 
 pub struct Fixtures {
@@ -128,7 +128,7 @@ pub fn body_shape(
     if status == 202 {
         // An async job's view: its id, its state and where to follow it.
         return if v["job_id"].is_string()
-            && v["state"].as_str().is_some_and(|s| STATES.contains(&s))
+            && v["state"].as_str().is_some_and(is_state)
             && v["links"]["self"].is_string()
         {
             Ok(())
@@ -214,24 +214,10 @@ impl Ctx {
         }
     }
 
-    /// Sends one request, records its outcome, and returns the status and
-    /// body of an HTTP answer. `hang_up` drops the request after that long.
+    /// Sends one request, records its outcome, and returns the status,
+    /// headers and body of an HTTP answer. `hang_up` drops the request after
+    /// that long.
     pub async fn exec(
-        &self,
-        kind: Kind,
-        case: &'static str,
-        target: usize,
-        expect: Expect,
-        request: reqwest::RequestBuilder,
-        hang_up: Option<Duration>,
-    ) -> Option<(u16, Bytes)> {
-        self.exec_with_headers(kind, case, target, expect, request, hang_up)
-            .await
-            .map(|(status, _, body)| (status, body))
-    }
-
-    /// As [`Ctx::exec`], also returning the answer's headers.
-    pub async fn exec_with_headers(
         &self,
         kind: Kind,
         case: &'static str,
@@ -300,7 +286,7 @@ impl Ctx {
             .exec(kind, case, 0, Expect::AnyOf(&[200]), request, None)
             .await
         {
-            Some((200, body)) => Some(body),
+            Some((200, _, body)) => Some(body),
             _ => None,
         }
     }

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use jobserver::jobs::JobState;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     PdfJson,
@@ -145,18 +147,14 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// States of an async job; the last four are final.
-pub const STATES: [&str; 6] = [
-    "queued",
-    "running",
-    "done",
-    "failed",
-    "cancelled",
-    "expired",
-];
+/// Whether `state` names a state of an async job.
+pub fn is_state(state: &str) -> bool {
+    JobState::parse(state).is_some()
+}
 
+/// Whether `state` names a final state of an async job.
 pub fn is_final(state: &str) -> bool {
-    STATES[2..].contains(&state)
+    JobState::parse(state).is_some_and(JobState::is_final)
 }
 
 /// The log once the clients that shared it are gone.

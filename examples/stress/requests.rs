@@ -104,7 +104,7 @@ pub async fn run_pdf(
             hang_up,
         )
         .await;
-    if let Some((200, body)) = answer {
+    if let Some((200, _, body)) = answer {
         check_pdf_answer(ctx, rng, target, req, &body).await;
     }
 }
@@ -218,7 +218,7 @@ async fn get_page(
         )
         .await;
     match answer {
-        Some((200, png)) => Some(png),
+        Some((200, _, png)) => Some(png),
         _ => None,
     }
 }

@@ -27,7 +27,7 @@ use jobserver::routes::standard_kinds;
 use jobserver::startup::Application;
 use jobserver::state::{AppState, Registry};
 use reqwest::{RequestBuilder, Response, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -306,8 +306,29 @@ impl Api {
         (status, body)
     }
 
+    /// GET `path` with one more header.
+    pub async fn get_with(&self, path: &str, (name, value): (&str, &str)) -> Response {
+        send(self.client.get(self.url(path)).header(name, value)).await
+    }
+
     pub async fn post_json(&self, path: &str, body: Value) -> Response {
         send(self.client.post(self.url(path)).json(&body)).await
+    }
+
+    /// POST `body` as JSON to `path` with one more header.
+    pub async fn post_json_with(
+        &self,
+        path: &str,
+        (name, value): (&str, &str),
+        body: Value,
+    ) -> Response {
+        send(
+            self.client
+                .post(self.url(path))
+                .header(name, value)
+                .json(&body),
+        )
+        .await
     }
 
     /// POST `body` as `content_type`, whatever it holds.
@@ -360,6 +381,21 @@ impl Api {
         self.post_request(&format!("/jobs/pdf{query}"), "application/pdf", bytes)
     }
 
+    /// Page 1 of `sample.pdf` at 36 dpi, which must render (200): the PDF
+    /// worker still serves jobs (`what` that shows, for the message).
+    pub async fn assert_pdf_renders(&self, what: &str) {
+        let response = self
+            .upload_pdf("?dpi=36&pages=1", fixture("sample.pdf"))
+            .await;
+        assert_eq!(response.status(), 200, "{what}");
+    }
+
+    /// `POST /multiThread`, the seed's API: `data` for a job of `job_type`.
+    pub async fn multi_thread(&self, job_type: &str, data: &str) -> Response {
+        self.post_json("/multiThread", json!({"data": data, "jobType": job_type}))
+            .await
+    }
+
     /// A PDF job sent as a multipart form.
     pub async fn upload_multipart(&self, form: reqwest::multipart::Form) -> Response {
         send(self.client.post(self.url("/jobs/pdf")).multipart(form)).await
@@ -373,6 +409,17 @@ impl Api {
     /// Submits an async message job; its id (the answer must be 202).
     pub async fn submit_message(&self, body: Value) -> String {
         accepted_id(self.async_message(body).await).await
+    }
+
+    /// Submits an async message job that holds its worker for `work_ms`,
+    /// and waits until it runs; its id.
+    pub async fn submit_running_message(&self, work_ms: u64) -> String {
+        let id = self
+            .submit_message(json!({"text": "a", "work_ms": work_ms}))
+            .await;
+        self.job_until(&id, "running", |view| view["state"] == "running")
+            .await;
+        id
     }
 
     /// Submits an async PDF job (`mode=async` is added to `query`); its id
@@ -435,11 +482,10 @@ impl Api {
 
     /// The job's event stream resumed after event `last_event_id`.
     pub async fn events_after(&self, id: &str, last_event_id: usize) -> Vec<Sse> {
-        let request = self
-            .client
-            .get(self.url(&format!("/jobs/{id}/events")))
-            .header("last-event-id", last_event_id.to_string());
-        let response = send(request).await;
+        let last = last_event_id.to_string();
+        let response = self
+            .get_with(&format!("/jobs/{id}/events"), ("last-event-id", &last))
+            .await;
         read_events(response, |_| {}).await
     }
 
@@ -555,6 +601,20 @@ pub async fn accepted_id(response: Response) -> String {
     let id = body["job_id"].as_str().expect("a job_id").to_string();
     assert_eq!(location, format!("/jobs/{id}"), "Location names the job");
     id
+}
+
+/// The JSON body of an answer that must be 200.
+pub async fn ok_json(response: Response) -> Value {
+    let status = response.status();
+    let text = response.text().await.expect("the body reads");
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("200 without JSON ({e}): {text}"))
+}
+
+/// Checks an error answer: its status, the error shape and the code.
+pub async fn assert_error(response: Response, status: u16, code: &str) {
+    assert_eq!(response.status(), status);
+    assert_eq!(error_code(response).await, code);
 }
 
 /// The error code of an error answer, checking the error shape.

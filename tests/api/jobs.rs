@@ -10,8 +10,8 @@ use jobserver::config::{Config, PoolConfig};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    accepted_id, data_dir, error_code, eventually, fixture, spawn_app, spawn_binary, terminate,
-    test_config, wait_until, Api,
+    accepted_id, assert_error, data_dir, error_code, eventually, fixture, spawn_app, spawn_binary,
+    terminate, test_config, wait_until, Api,
 };
 
 /// Submits a job long enough to be caught running: 40 pages at 300 dpi.
@@ -27,13 +27,12 @@ fn state_is(state: &'static str) -> impl Fn(&Value) -> bool {
 async fn an_async_message_job_answers_202_with_location_and_its_result_matches_the_sync_reply() {
     let app = spawn_app(test_config()).await;
     let response = app
-        .client
-        .post(app.url("/jobs/message"))
-        .header("prefer", "respond-async")
-        .json(&json!({"text": "hello"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json_with(
+            "/jobs/message",
+            ("prefer", "respond-async"),
+            json!({"text": "hello"}),
+        )
+        .await;
     assert_eq!(response.headers()["preference-applied"], "respond-async");
     let id = accepted_id(response).await;
     let done = app.job_until(&id, "done", state_is("done")).await;
@@ -52,18 +51,13 @@ async fn an_async_message_job_answers_202_with_location_and_its_result_matches_t
     assert!(done["expires_ms"].as_u64().unwrap() > done["finished_ms"].as_u64().unwrap());
 
     let unknown = app.get(&format!("/jobs/{}", uuid::Uuid::new_v4())).await;
-    assert_eq!(unknown.status(), 404);
-    assert_eq!(error_code(unknown).await, "not_found");
+    assert_error(unknown, 404, "not_found").await;
 }
 
 #[tokio::test]
 async fn a_queued_job_reports_its_place_then_runs_then_is_done() {
     let app = spawn_app(test_config()).await;
-    let blocker = app
-        .submit_message(json!({"text": "a", "work_ms": 600}))
-        .await;
-    app.job_until(&blocker, "the blocker runs", state_is("running"))
-        .await;
+    let blocker = app.submit_running_message(600).await;
     let first = app.submit_message(json!({"text": "b"})).await;
     let second = app.submit_message(json!({"text": "c"})).await;
     let queued = app.job(&second).await;
@@ -93,11 +87,7 @@ async fn admission_refuses_async_jobs_exactly_as_sync_ones() {
     let mut config = test_config();
     config.message = PoolConfig::new(1, 1, Duration::from_secs(10));
     let app = spawn_app(config).await;
-    let running = app
-        .submit_message(json!({"text": "a", "work_ms": 500}))
-        .await;
-    app.job_until(&running, "running", state_is("running"))
-        .await;
+    app.submit_running_message(500).await;
     app.submit_message(json!({"text": "b"})).await;
     let refused = app.async_message(json!({"text": "c"})).await;
     assert_eq!(refused.status(), 503);
@@ -211,8 +201,7 @@ async fn the_archive_of_an_unfinished_job_is_409() {
     let app = spawn_app(test_config()).await;
     let id = submit_slow_pdf(&app).await;
     let early = app.archive(&id).await;
-    assert_eq!(early.status(), 409);
-    assert_eq!(error_code(early).await, "conflict");
+    assert_error(early, 409, "conflict").await;
     assert_eq!(
         app.cancel(&id).await.status(),
         202,
@@ -243,10 +232,7 @@ async fn cancelling_a_running_job_stops_its_render_before_another_page_and_frees
         409,
         "an ended job cannot be cancelled again"
     );
-    let next = app
-        .upload_pdf("?dpi=36&pages=1", fixture("sample.pdf"))
-        .await;
-    assert_eq!(next.status(), 200, "the worker carries on");
+    app.assert_pdf_renders("the worker carries on").await;
     assert_eq!(
         app.pages_rendered(),
         rendered + 1,
@@ -257,11 +243,7 @@ async fn cancelling_a_running_job_stops_its_render_before_another_page_and_frees
 #[tokio::test]
 async fn a_cancelled_queued_job_never_runs() {
     let app = spawn_app(test_config()).await;
-    let blocker = app
-        .submit_message(json!({"text": "a", "work_ms": 400}))
-        .await;
-    app.job_until(&blocker, "running", state_is("running"))
-        .await;
+    let blocker = app.submit_running_message(400).await;
     let queued = app.submit_message(json!({"text": "never"})).await;
     let response = app.cancel(&queued).await;
     assert_eq!(response.status(), 202);
@@ -281,23 +263,22 @@ async fn a_cancelled_queued_job_never_runs() {
 async fn the_same_idempotency_key_returns_the_same_job_and_another_request_under_it_is_422() {
     let app = spawn_app(test_config()).await;
     let send = |text: &'static str| {
-        app.client
-            .post(app.url("/jobs/message?mode=async"))
-            .header("idempotency-key", "order-42")
-            .json(&json!({"text": text}))
-            .send()
+        app.post_json_with(
+            "/jobs/message?mode=async",
+            ("idempotency-key", "order-42"),
+            json!({"text": text}),
+        )
     };
-    let first = accepted_id(send("once").await.unwrap()).await;
-    let again = send("once").await.unwrap();
+    let first = accepted_id(send("once").await).await;
+    let again = send("once").await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(
         accepted_id(again).await,
         first,
         "the same job, not a new one"
     );
-    let other = send("something else").await.unwrap();
-    assert_eq!(other.status(), 422);
-    assert_eq!(error_code(other).await, "idempotency_key_reused");
+    let other = send("something else").await;
+    assert_error(other, 422, "idempotency_key_reused").await;
     app.job_until(&first, "done", state_is("done")).await;
     assert_eq!(app.jobs_ok("message"), 1, "it ran once");
 }
@@ -507,11 +488,7 @@ fn async_jobs_run_again_after_the_server_is_killed() {
 #[tokio::test]
 async fn shutdown_ends_the_event_stream_of_a_job_kept_for_the_next_start() {
     let mut app = spawn_app(test_config()).await;
-    let running = app
-        .submit_message(json!({"text": "a", "work_ms": 300}))
-        .await;
-    app.job_until(&running, "running", state_is("running"))
-        .await;
+    app.submit_running_message(300).await;
     let kept = app.submit_message(json!({"text": "b"})).await;
     let stream = app.get(&format!("/jobs/{kept}/events")).await;
     assert_eq!(stream.status(), 200);

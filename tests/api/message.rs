@@ -7,15 +7,15 @@ use jobserver::config::PoolConfig;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    answered_in_order, error_code, raw_post_json, retry_after, spawn_app, test_config, wait_until,
+    answered_in_order, assert_error, error_code, ok_json, raw_post_json, retry_after, spawn_app,
+    test_config, wait_until,
 };
 
 #[tokio::test]
 async fn a_message_job_answers_200_with_its_worker_result_and_timings() {
     let app = spawn_app(test_config()).await;
     let response = app.message(json!({"text": "hello", "work_ms": 20})).await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let body = ok_json(response).await;
     assert_eq!(body["worker"], "message-worker-0");
     assert_eq!(body["result"]["text"], "HELLO");
     assert!(body["result"]["rounds"].as_u64().unwrap() > 0);
@@ -86,8 +86,7 @@ async fn a_job_still_queued_at_its_queue_budget_answers_504_unstarted() {
     wait_until("the first job runs", || app.busy("message") == 1).await;
 
     let response = app.message(json!({"text": "waits"})).await;
-    assert_eq!(response.status(), 504);
-    assert_eq!(error_code(response).await, "queue_timeout");
+    assert_error(response, 504, "queue_timeout").await;
     assert_eq!(busy.await.unwrap().status(), 200);
 }
 

@@ -8,8 +8,8 @@ use jobserver::config::PoolConfig;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    answered_in_order, data_dir, error_code, error_message, fixture, send_signal, spawn_app,
-    test_config, wait_until,
+    answered_in_order, assert_error, data_dir, error_message, fixture, ok_json, send_signal,
+    spawn_app, test_config, wait_until,
 };
 
 /// Whether process `pid` exists (a zombie counts: it is not reaped yet).
@@ -67,8 +67,7 @@ async fn a_data_file_renders_to_pngs_of_the_size_the_dpi_implies() {
     let response = app
         .post_json("/jobs/pdf", json!({"path": "sample.pdf", "dpi": 72}))
         .await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let body = ok_json(response).await;
     assert_eq!(body["page_count"], 6);
     assert_eq!(body["worker"], "pdf-worker-0");
     let pages = body["pages"].as_array().unwrap();
@@ -107,8 +106,7 @@ async fn the_dpi_scales_the_pixels_rounding_up() {
     let response = app
         .upload_pdf("?dpi=150&pages=1", fixture("text.pdf"))
         .await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let body = ok_json(response).await;
     // 595 x 842 pt at 150 dpi = 1239.6 x 1754.2 px, rounded up.
     assert_eq!(body["pages"][0]["width"], 1240);
     assert_eq!(body["pages"][0]["height"], 1755);
@@ -121,8 +119,7 @@ async fn a_page_range_renders_only_those_pages() {
     let response = app
         .upload_pdf("?dpi=36&pages=2-3,40,3", fixture("many-pages.pdf"))
         .await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let body = ok_json(response).await;
     let numbers = page_numbers(&body);
     assert_eq!(numbers, [2, 3, 40]);
     assert_eq!(body["page_count"], 40);
@@ -149,8 +146,7 @@ async fn a_multipart_upload_with_the_password_opens_an_encrypted_file() {
         app.upload_multipart(form)
     };
     let ok = send(Some("secret")).await;
-    assert_eq!(ok.status(), 200);
-    let body: Value = ok.json().await.unwrap();
+    let body = ok_json(ok).await;
     assert_eq!(body["page_count"], 2);
 
     let missing = send(None).await;
@@ -178,13 +174,10 @@ async fn unreadable_pdfs_get_422_with_pdfiums_reason_and_the_worker_carries_on()
         assert!(message.contains("pdfium"), "{name}: {message}");
     }
     let empty = app.upload_pdf("", Vec::new()).await;
-    assert_eq!(empty.status(), 422);
-    assert_eq!(error_code(empty).await, "invalid_input");
+    assert_error(empty, 422, "invalid_input").await;
 
-    let after = app
-        .upload_pdf("?dpi=36&pages=1", fixture("sample.pdf"))
+    app.assert_pdf_renders("the worker survives bad input")
         .await;
-    assert_eq!(after.status(), 200, "the worker survives bad input");
 }
 
 #[tokio::test]
@@ -230,8 +223,7 @@ async fn bad_options_get_400_and_an_upload_over_the_limit_413() {
         assert_eq!(response.status(), 400, "{query}");
     }
     let big = app.upload_pdf("", fixture("sample.pdf")).await;
-    assert_eq!(big.status(), 413);
-    assert_eq!(error_code(big).await, "payload_too_large");
+    assert_error(big, 413, "payload_too_large").await;
     let wrong_type = app.post_body("/jobs/pdf", "image/png", vec![1, 2, 3]).await;
     assert_eq!(wrong_type.status(), 415);
 }
@@ -285,10 +277,7 @@ async fn a_killed_renderer_fails_that_job_only_and_the_next_job_succeeds() {
         "the failed job's pages were removed"
     );
 
-    let next = app
-        .upload_pdf("?dpi=36&pages=1", fixture("sample.pdf"))
-        .await;
-    assert_eq!(next.status(), 200);
+    app.assert_pdf_renders("the next job renders").await;
     let pids = app.renderer_pids();
     assert_eq!(pids.len(), 1);
     assert_ne!(pids[0], pid, "a new renderer replaced the killed one");
@@ -306,10 +295,8 @@ async fn a_renderer_killed_while_idle_is_reaped_and_replaced_before_any_job_need
         pids.len() == 1 && pids[0] != pid && !exists(pid)
     })
     .await;
-    let next = app
-        .upload_pdf("?dpi=36&pages=1", fixture("sample.pdf"))
+    app.assert_pdf_renders("the next job finds a live renderer")
         .await;
-    assert_eq!(next.status(), 200, "the next job finds a live renderer");
 }
 
 #[tokio::test]
@@ -376,14 +363,7 @@ async fn two_workers_render_two_jobs_at_once() {
 #[tokio::test]
 async fn multi_thread_pdf2image_answers_in_the_seed_shape() {
     let app = spawn_app(test_config()).await;
-    let response = app
-        .post_json(
-            "/multiThread",
-            json!({"jobType": "pdf2image", "data": "sample.pdf"}),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let body = ok_json(app.multi_thread("pdf2image", "sample.pdf").await).await;
     let data = body["data"]["result"]["data"].as_str().unwrap();
     assert!(data.ends_with("nPages=6"), "{data}");
     assert_eq!(body["data"]["result"]["workerName"], "pdf-worker-0");
@@ -423,8 +403,7 @@ async fn a_lone_job_spreads_its_pages_over_idle_renderers_and_keeps_their_order(
     let out = app.output_dir();
     app.wait_renderers(2).await;
     let response = app.upload_pdf("?dpi=50", fixture("many-pages.pdf")).await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let body = ok_json(response).await;
     let numbers = page_numbers(&body);
     assert_eq!(numbers, (1..=40).collect::<Vec<u64>>());
     assert_eq!(app.fanned_out_jobs(), 1);
@@ -454,8 +433,7 @@ async fn a_new_job_takes_its_renderer_back_from_a_fanned_out_one() {
         "the small job finished first: queued jobs come first"
     );
     let big = big.await.unwrap();
-    assert_eq!(big.status(), 200);
-    let body: Value = big.json().await.unwrap();
+    let body = ok_json(big).await;
     assert_eq!(body["pages"].as_array().unwrap().len(), 40);
 }
 

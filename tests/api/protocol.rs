@@ -2,9 +2,11 @@
 //! seed's `/multiThread` shape, rate limiting, request ids and probes.
 
 use jobserver::config::RateLimitConfig;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::helpers::{error_code, raw_post_json, retry_after, spawn_app, test_config};
+use crate::helpers::{
+    assert_error, error_code, ok_json, raw_post_json, retry_after, spawn_app, test_config,
+};
 
 #[tokio::test]
 async fn malformed_json_is_400() {
@@ -12,16 +14,14 @@ async fn malformed_json_is_400() {
     let response = app
         .post_body("/jobs/message", "application/json", "{\"text\": ")
         .await;
-    assert_eq!(response.status(), 400);
-    assert_eq!(error_code(response).await, "malformed_json");
+    assert_error(response, 400, "malformed_json").await;
 }
 
 #[tokio::test]
 async fn a_body_that_is_not_json_is_415() {
     let app = spawn_app(test_config()).await;
     let response = app.post_body("/jobs/message", "text/plain", "hello").await;
-    assert_eq!(response.status(), 415);
-    assert_eq!(error_code(response).await, "unsupported_media_type");
+    assert_error(response, 415, "unsupported_media_type").await;
 }
 
 #[tokio::test]
@@ -46,8 +46,7 @@ async fn a_body_over_the_limit_is_413() {
     config.max_body_bytes = 1024;
     let app = spawn_app(config).await;
     let response = app.message(json!({"text": "x".repeat(4096)})).await;
-    assert_eq!(response.status(), 413);
-    assert_eq!(error_code(response).await, "payload_too_large");
+    assert_error(response, 413, "payload_too_large").await;
 }
 
 /// The head of a raw HTTP response, lower-cased.
@@ -83,21 +82,15 @@ async fn a_response_sent_before_the_body_was_read_says_connection_close() {
 async fn unknown_routes_and_methods_answer_in_the_error_shape() {
     let app = spawn_app(test_config()).await;
     let response = app.get("/nope").await;
-    assert_eq!(response.status(), 404);
-    assert_eq!(error_code(response).await, "not_found");
+    assert_error(response, 404, "not_found").await;
     let response = app.get("/jobs/message").await;
-    assert_eq!(response.status(), 405);
-    assert_eq!(error_code(response).await, "method_not_allowed");
+    assert_error(response, 405, "method_not_allowed").await;
 }
 
 #[tokio::test]
 async fn multi_thread_answers_in_the_seed_shape() {
     let app = spawn_app(test_config()).await;
-    let response = app
-        .post_json("/multiThread", json!({"data": "abc", "jobType": "message"}))
-        .await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let body = ok_json(app.multi_thread("message", "abc").await).await;
     let result = &body["data"]["result"];
     assert!(body["data"]["id"].is_string());
     assert_eq!(result["errCode"], "");
@@ -112,14 +105,8 @@ async fn multi_thread_answers_in_the_seed_shape() {
 #[tokio::test]
 async fn multi_thread_refuses_an_unknown_job_type_with_422() {
     let app = spawn_app(test_config()).await;
-    let response = app
-        .post_json(
-            "/multiThread",
-            json!({"data": "abc", "jobType": "teleport"}),
-        )
-        .await;
-    assert_eq!(response.status(), 422);
-    assert_eq!(error_code(response).await, "invalid_input");
+    let response = app.multi_thread("teleport", "abc").await;
+    assert_error(response, 422, "invalid_input").await;
 }
 
 #[tokio::test]
@@ -149,13 +136,7 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_probes_are_never_l
 #[tokio::test]
 async fn a_request_id_is_echoed_when_sent_and_generated_when_not() {
     let app = spawn_app(test_config()).await;
-    let response = app
-        .client
-        .get(app.url("/livez"))
-        .header("x-request-id", "abc-123")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_with("/livez", ("x-request-id", "abc-123")).await;
     assert_eq!(response.headers()["x-request-id"], "abc-123");
     let response = app.get("/livez").await;
     let generated = response.headers()["x-request-id"].to_str().unwrap();

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::helpers::{error_code, spawn_app, spawn_binary, terminate, test_config, wait_until};
+use crate::helpers::{assert_error, spawn_app, spawn_binary, terminate, test_config, wait_until};
 
 #[tokio::test]
 async fn shutdown_lets_the_running_job_finish_and_answers_the_queued_one_503() {
@@ -18,8 +18,7 @@ async fn shutdown_lets_the_running_job_finish_and_answers_the_queued_one_503() {
 
     assert_eq!(running.await.unwrap().status(), 200);
     let queued = queued.await.unwrap();
-    assert_eq!(queued.status(), 503);
-    assert_eq!(error_code(queued).await, "shutting_down");
+    assert_error(queued, 503, "shutting_down").await;
     assert_eq!(app.live_workers("message"), 0, "worker threads were joined");
 }
 
@@ -30,8 +29,7 @@ async fn readiness_turns_503_while_draining() {
     app.begin_drain();
     assert_eq!(app.get("/readyz").await.status(), 503);
     let refused = app.message(json!({"text": "late"})).await;
-    assert_eq!(refused.status(), 503);
-    assert_eq!(error_code(refused).await, "shutting_down");
+    assert_error(refused, 503, "shutting_down").await;
 }
 
 #[test]
