@@ -357,6 +357,7 @@ impl PageStore for LocalPages {
 
     fn keep_input(&self, job_id: Uuid, bytes: Bytes) -> BoxFuture<'_, io::Result<InputRef>> {
         Box::pin(async move {
+            tokio::fs::create_dir_all(self.layout.inputs_dir()).await?;
             tokio::fs::write(self.layout.input(job_id), &bytes).await?;
             Ok(InputRef::Kept { job_id })
         })
@@ -384,6 +385,11 @@ impl PageStore for LocalPages {
         match input {
             JobInput::Inline(bytes) => {
                 let path = self.layout.spool(job_id);
+                // Folders are made again where they are used: an operator
+                // (or a benchmark) may have emptied the output folder.
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
                 std::fs::write(&path, bytes)?;
                 Ok(LocalInput {
                     path,

@@ -194,6 +194,11 @@ fn check_files(out_dir: &Path, report: &mut DiskReport) {
                 report
                     .problems
                     .push(format!("spooled upload left: {}", path.display()));
+            } else if dir.parent().is_some_and(|p| p.ends_with(".scratch")) {
+                // A job's scratch space goes with its job.
+                report
+                    .problems
+                    .push(format!("scratch file left: {}", path.display()));
             } else if !(name.starts_with("page-") && name.ends_with(".png")) {
                 report
                     .problems
@@ -246,7 +251,7 @@ fn check_folders(
     }
     for entry in std::fs::read_dir(out_dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if name == ".spool" || is_job_store(&name) {
+        if name == ".spool" || name == ".scratch" || is_job_store(&name) {
             continue;
         }
         report.job_dirs += 1;
