@@ -157,6 +157,20 @@ pub struct StoredPage {
     pub format: ImageFormat,
 }
 
+impl StoredPage {
+    /// A 1 x 1 PNG page of `bytes` bytes, for tests.
+    #[cfg(test)]
+    pub(crate) fn tiny(page: u32, bytes: u64) -> StoredPage {
+        StoredPage {
+            page,
+            width: 1,
+            height: 1,
+            bytes,
+            format: ImageFormat::Png,
+        }
+    }
+}
+
 /// A folder for one job's renderers to write into; removed when dropped.
 pub struct Scratch {
     dir: PathBuf,
@@ -435,13 +449,7 @@ mod tests {
         let scratch = pages.scratch(job).unwrap();
         let file = scratch.dir().join("page-002.png");
         std::fs::write(&file, b"png bytes").unwrap();
-        let page = StoredPage {
-            page: 2,
-            width: 1,
-            height: 1,
-            bytes: 9,
-            format: ImageFormat::Png,
-        };
+        let page = StoredPage::tiny(2, 9);
         pages.put_page(job, &page, &file).await.unwrap();
         assert!(!file.exists(), "the store took the file");
         let (format, bytes) = pages.get_page(job, 2).await.unwrap().unwrap();

@@ -408,6 +408,14 @@ mod tests {
         dir.path().join("primary.lock")
     }
 
+    /// Two instances on one lock: `a` the primary, `b` waiting.
+    async fn primary_and_standby(dir: &tempfile::TempDir) -> (Election, Election) {
+        let a = Election::start(primary_lock(dir)).expect("a starts");
+        assert!(becomes_primary(&a).await);
+        let b = Election::start(primary_lock(dir)).expect("b starts");
+        (a, b)
+    }
+
     async fn becomes_primary(election: &Election) -> bool {
         let mut role = election.subscribe();
         let became_primary = timeout(HANDOVER, role.wait_for(|primary| *primary)).await;
@@ -457,9 +465,7 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_primary_hands_over_and_a_late_instance_stays_standby() {
         let dir = tempfile::tempdir().expect("temp dir is created");
-        let a = Election::start(primary_lock(&dir)).expect("a starts");
-        assert!(becomes_primary(&a).await);
-        let b = Election::start(primary_lock(&dir)).expect("b starts");
+        let (a, b) = primary_and_standby(&dir).await;
         drop(a);
         assert!(becomes_primary(&b).await, "b takes over from the dropped a");
 
@@ -473,9 +479,7 @@ mod tests {
     #[tokio::test]
     async fn a_standby_that_resigned_never_becomes_primary() {
         let dir = tempfile::tempdir().expect("temp dir is created");
-        let a = Election::start(primary_lock(&dir)).expect("a starts");
-        assert!(becomes_primary(&a).await);
-        let b = Election::start(primary_lock(&dir)).expect("b starts");
+        let (a, b) = primary_and_standby(&dir).await;
         let role_b = b.subscribe();
         b.resign();
         let c = Election::start(primary_lock(&dir)).expect("c starts");

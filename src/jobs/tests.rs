@@ -18,7 +18,7 @@ use super::*;
 use crate::clock::TokioClock;
 use crate::config::PoolConfig;
 use crate::queue::JobContext;
-use crate::storage::{ImageFormat, LocalPages, StoredPage};
+use crate::storage::{LocalPages, StoredPage};
 
 /// Long enough for any signal on a loaded machine, short enough for a
 /// failing test.
@@ -251,18 +251,7 @@ impl Harness {
 
     /// Puts page 1 of `id` into the page store.
     async fn put_page(&self, id: Uuid) {
-        let pages = self.jobs.pages();
-        let scratch = pages.scratch(id).unwrap();
-        let file = scratch.dir().join("page-001.png");
-        std::fs::write(&file, b"png").unwrap();
-        let page = StoredPage {
-            page: 1,
-            width: 1,
-            height: 1,
-            bytes: 3,
-            format: ImageFormat::Png,
-        };
-        pages.put_page(id, &page, &file).await.unwrap();
+        store_page(self.jobs.pages(), id).await;
     }
 }
 
@@ -844,17 +833,7 @@ async fn records_left_by_a_dead_instance_are_swept_after_the_ttl_and_unfinished_
                 .unwrap(),
         );
     }
-    let scratch = pages.scratch(done).unwrap();
-    let file = scratch.dir().join("page-001.png");
-    std::fs::write(&file, b"png").unwrap();
-    let page = StoredPage {
-        page: 1,
-        width: 1,
-        height: 1,
-        bytes: 3,
-        format: ImageFormat::Png,
-    };
-    pages.put_page(done, &page, &file).await.unwrap();
+    store_page(pages, done).await;
 
     let ttl_ms = TTL.as_millis() as u64;
     let to_last_kept_ms = ended_at + ttl_ms - 1 - jobs.now_ms();
@@ -892,4 +871,15 @@ async fn records_left_by_a_dead_instance_are_swept_after_the_ttl_and_unfinished_
     );
     assert!(pages.has_input(&inputs[1]).await, "nor is its input");
     assert_eq!(jobs.stats.removed.load(Ordering::Relaxed), 1);
+}
+
+/// Puts page 1 of `id` into `pages`, as a renderer's worker does.
+async fn store_page(pages: &Arc<dyn PageStore>, id: Uuid) {
+    let scratch = pages.scratch(id).unwrap();
+    let file = scratch.dir().join("page-001.png");
+    std::fs::write(&file, b"png").unwrap();
+    pages
+        .put_page(id, &StoredPage::tiny(1, 3), &file)
+        .await
+        .unwrap();
 }

@@ -357,13 +357,7 @@ mod tests {
     }
 
     fn page(n: u32) -> StoredPage {
-        StoredPage {
-            page: n,
-            width: 1,
-            height: 1,
-            bytes: 1,
-            format: Default::default(),
-        }
+        StoredPage::tiny(n, 1)
     }
 
     #[tokio::test]

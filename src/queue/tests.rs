@@ -62,6 +62,22 @@ struct Harness {
 
 const SIGNAL: Duration = Duration::from_secs(5);
 
+/// Options with a total budget of `timeout`.
+fn within(timeout: Duration) -> SubmitOptions {
+    SubmitOptions {
+        timeout: Some(timeout),
+        ..SubmitOptions::default()
+    }
+}
+
+/// The job error a job was answered with; anything else fails the test.
+fn job_error<T: std::fmt::Debug>(result: Result<T, QueueError>) -> JobError {
+    match result {
+        Err(QueueError::Job { source, .. }) => source,
+        other => panic!("expected a job error, got {other:?}"),
+    }
+}
+
 fn harness(workers: usize, capacity: usize, queue_timeout_ms: u64, timeout_ms: u64) -> Harness {
     let (started_tx, started) = unbounded();
     let (gate, gate_rx) = unbounded();
@@ -178,11 +194,10 @@ async fn a_job_past_its_queue_budget_gets_504_and_is_never_started() {
     let running = h.hold("a");
 
     let waited = h.run(TestJob::Quick("late")).await;
-    match waited {
-        Err(QueueError::Job {
-            source: JobError::QueueTimeout { waited_ms },
-            ..
-        }) => assert!(waited_ms >= 50, "answered after {waited_ms} ms"),
+    match job_error(waited) {
+        JobError::QueueTimeout { waited_ms } => {
+            assert!(waited_ms >= 50, "answered after {waited_ms} ms")
+        }
         other => panic!("expected a queue timeout, got {other:?}"),
     }
 
@@ -194,18 +209,9 @@ async fn a_job_past_its_queue_budget_gets_504_and_is_never_started() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_job_past_its_deadline_gets_504_and_is_told_to_stop() {
     let h = harness(1, 4, 5_000, 5_000);
-    let options = SubmitOptions {
-        timeout: Some(Duration::from_millis(100)),
-        ..SubmitOptions::default()
-    };
+    let options = within(Duration::from_millis(100));
     let result = h.queue.run(TestJob::Spin("spin"), options).await;
-    match result {
-        Err(QueueError::Job {
-            source: JobError::Timeout { budget_ms },
-            ..
-        }) => assert_eq!(budget_ms, 100),
-        other => panic!("expected a timeout, got {other:?}"),
-    }
+    assert_eq!(job_error(result), JobError::Timeout { budget_ms: 100 });
     assert_eq!(h.saw_cancel.recv_timeout(SIGNAL), Ok("spin"));
     assert_eq!(h.queue.stats().timeout.load(Ordering::Relaxed), 1);
 }
@@ -213,20 +219,12 @@ async fn a_running_job_past_its_deadline_gets_504_and_is_told_to_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_may_shorten_its_deadline_but_never_lengthen_it() {
     let h = harness(1, 4, 200, 200);
-    let options = SubmitOptions {
-        timeout: Some(Duration::from_secs(60)),
-        ..SubmitOptions::default()
-    };
+    let options = within(Duration::from_secs(60));
     let result = h.queue.run(TestJob::Spin("spin"), options).await;
-    assert!(
-        matches!(
-            &result,
-            Err(QueueError::Job {
-                source: JobError::Timeout { budget_ms: 200 },
-                ..
-            })
-        ),
-        "the server's 200 ms budget must win: {result:?}"
+    assert_eq!(
+        job_error(result),
+        JobError::Timeout { budget_ms: 200 },
+        "the server's 200 ms budget must win"
     );
 }
 
@@ -259,14 +257,8 @@ async fn a_running_job_whose_caller_went_away_is_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_job_costs_one_answer_and_not_the_thread() {
     let h = harness(1, 4, 5_000, 5_000);
-    let result = h.queue.run(TestJob::Panic, SubmitOptions::default()).await;
-    match result {
-        Err(QueueError::Job {
-            source: JobError::Panicked(msg),
-            ..
-        }) => assert_eq!(msg, "boom"),
-        other => panic!("expected a panic report, got {other:?}"),
-    }
+    let result = h.run(TestJob::Panic).await;
+    assert_eq!(job_error(result), JobError::Panicked("boom".into()));
     let next = h.run(TestJob::Quick("after")).await;
     let next = next.expect("the same thread serves the next job");
     assert_eq!(next.worker, "test-worker-0");
@@ -281,13 +273,7 @@ async fn draining_answers_queued_jobs_503_refuses_new_ones_and_lets_running_ones
     h.until_depth(1).await;
 
     h.queue.begin_drain();
-    assert!(matches!(
-        queued.await.unwrap(),
-        Err(QueueError::Job {
-            source: JobError::ShuttingDown,
-            ..
-        })
-    ));
+    assert_eq!(job_error(queued.await.unwrap()), JobError::ShuttingDown);
     assert!(matches!(
         h.run(TestJob::Quick("c")).await,
         Err(QueueError::ShuttingDown)
@@ -351,16 +337,7 @@ async fn a_queued_job_cancelled_through_its_handle_is_answered_at_once_and_never
         .await
         .expect("a cancelled queued job is answered without waiting for a worker")
         .unwrap();
-    assert!(
-        matches!(
-            answer,
-            Err(QueueError::Job {
-                source: JobError::Cancelled,
-                ..
-            })
-        ),
-        "{answer:?}"
-    );
+    assert_eq!(job_error(answer), JobError::Cancelled);
     assert_eq!(handle.position(), None, "no longer queued");
     h.gate.send(()).unwrap();
     running.await.unwrap().unwrap();
@@ -442,14 +419,8 @@ async fn a_detached_job_runs_under_the_async_budget_and_may_queue_for_all_of_it(
     let waited = h.queue.run(TestJob::Quick("late"), options).await;
     let elapsed = started.elapsed();
     assert!(
-        matches!(
-            waited,
-            Err(QueueError::Job {
-                source: JobError::QueueTimeout { .. },
-                ..
-            })
-        ),
-        "{waited:?}"
+        matches!(job_error(waited), JobError::QueueTimeout { .. }),
+        "a queue timeout"
     );
     assert!(
         elapsed >= Duration::from_millis(150),

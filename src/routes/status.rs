@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 
 use super::health::{pools, readiness};
 use crate::kind::AnyKind;
-use crate::metrics::{label, Exposition, Labels, RejectReason};
-use crate::queue::{QueueStats, HISTORY_SECS};
+use crate::metrics::{label, Exposition, RejectReason};
+use crate::queue::{Pool, QueueStats, HISTORY_SECS};
 use crate::state::AppState;
 
 /// Window of the "recent" throughput and latency figures.
@@ -133,41 +133,34 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// The queue families, one series per registered worker type.
 fn queue_metrics(state: &AppState, out: &mut Exposition) {
     let kinds: Vec<&dyn AnyKind> = state.kinds.iter().map(|k| &**k).collect();
-    let per_queue = |value: &dyn Fn(&dyn AnyKind) -> f64| -> Vec<(Labels, f64)> {
-        kinds
-            .iter()
-            .map(|k| (label("queue", k.name()), value(*k)))
-            .collect()
-    };
-    type Family<'a> = (&'a str, &'a str, Vec<(Labels, f64)>);
-    let gauges: [Family; 5] = [
-        (
-            "jobserver_queue_depth",
-            "Jobs waiting for a worker.",
-            per_queue(&|k| k.pool().depth() as f64),
-        ),
+    type Read = fn(&dyn Pool) -> f64;
+    let gauges: [(&str, &str, Read); 5] = [
+        ("jobserver_queue_depth", "Jobs waiting for a worker.", |p| {
+            p.depth() as f64
+        }),
         (
             "jobserver_queue_capacity",
             "Jobs that may wait before new ones get 503.",
-            per_queue(&|k| k.pool().config().queue_capacity as f64),
+            |p| p.config().queue_capacity as f64,
         ),
-        (
-            "jobserver_workers",
-            "Live worker threads.",
-            per_queue(&|k| k.pool().live_workers() as f64),
-        ),
+        ("jobserver_workers", "Live worker threads.", |p| {
+            p.live_workers() as f64
+        }),
         (
             "jobserver_workers_configured",
             "Configured worker threads.",
-            per_queue(&|k| k.pool().config().workers as f64),
+            |p| p.config().workers as f64,
         ),
         (
             "jobserver_workers_busy",
             "Worker threads running a job now.",
-            per_queue(&|k| k.pool().busy() as f64),
+            |p| p.busy() as f64,
         ),
     ];
-    for (name, help, samples) in gauges {
+    for (name, help, read) in gauges {
+        let samples = kinds
+            .iter()
+            .map(|k| (label("queue", k.name()), read(k.pool())));
         out.gauge(name, help, samples);
     }
     let mut outcomes = Vec::new();

@@ -71,8 +71,12 @@ impl App {
     }
 
     async fn get(&self, uri: &str) -> Reply {
-        self.send(request(Method::GET, uri, None, Body::empty()))
-            .await
+        self.call(Method::GET, uri).await
+    }
+
+    /// A request with no body and no content type.
+    async fn call(&self, method: Method, uri: &str) -> Reply {
+        self.send(request(method, uri, None, Body::empty())).await
     }
 
     async fn post_json(&self, uri: &str, body: &Value) -> Reply {
@@ -329,9 +333,7 @@ async fn a_path_that_is_not_a_job_id_is_a_400_and_an_unknown_job_a_404() {
         (Method::GET, "/jobs/not-a-job/archive"),
         (Method::GET, "/jobs/12345/pages/1"),
     ] {
-        let reply = app
-            .send(request(method.clone(), uri, None, Body::empty()))
-            .await;
+        let reply = app.call(method.clone(), uri).await;
         let message = reply.error(400, "bad_request");
         assert!(
             message.contains("not a job id"),
@@ -358,9 +360,7 @@ async fn an_unknown_route_is_a_404_and_a_wrong_method_a_405() {
         (Method::DELETE, "/status"),
         (Method::PATCH, "/jobs/00000000-0000-0000-0000-000000000000"),
     ] {
-        let reply = app
-            .send(request(method.clone(), uri, None, Body::empty()))
-            .await;
+        let reply = app.call(method.clone(), uri).await;
         reply.error(405, "method_not_allowed");
     }
 }

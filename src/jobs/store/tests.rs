@@ -15,6 +15,14 @@ impl TempDir {
     }
 }
 
+/// A record holding an idempotency key.
+fn keyed(created_ms: u64, key: &str) -> JobRecord {
+    JobRecord {
+        idempotency_key: Some(key.into()),
+        ..record(created_ms)
+    }
+}
+
 fn record(created_ms: u64) -> JobRecord {
     JobRecord {
         id: Uuid::new_v4(),
@@ -257,10 +265,8 @@ async fn finished_jobs_past_a_time_are_listed_and_deleted() {
 async fn a_reused_idempotency_key_is_a_duplicate_key_error() {
     let dir = TempDir::new();
     let store = Store::open(&dir.db()).expect("store opens");
-    let mut first = record(1);
-    first.idempotency_key = Some("same".into());
-    let mut second = record(2);
-    second.idempotency_key = Some("same".into());
+    let first = keyed(1, "same");
+    let second = keyed(2, "same");
     store
         .insert(first.clone())
         .await
@@ -290,12 +296,10 @@ async fn a_reused_idempotency_key_is_a_duplicate_key_error() {
 async fn a_failed_insert_does_not_fail_the_others_in_its_batch() {
     let dir = TempDir::new();
     let store = Store::open(&dir.db()).expect("store opens");
-    let mut taken = record(1);
-    taken.idempotency_key = Some("k".into());
+    let taken = keyed(1, "k");
     store.insert(taken).await.expect("insert commits");
 
-    let mut clash = record(2);
-    clash.idempotency_key = Some("k".into());
+    let clash = keyed(2, "k");
     let fine: Vec<JobRecord> = (0..20).map(record).collect();
     let (clash_result, fine_results) = tokio::join!(
         store.insert(clash),
