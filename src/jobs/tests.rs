@@ -17,7 +17,7 @@ use tempfile::TempDir;
 use super::*;
 use crate::clock::TokioClock;
 use crate::config::PoolConfig;
-use crate::queue::JobContext;
+use crate::queue::testing::{TestJob, TestWorker};
 use crate::storage::{LocalPages, StoredPage};
 
 /// Long enough for any signal on a loaded machine, short enough for a
@@ -25,58 +25,6 @@ use crate::storage::{LocalPages, StoredPage};
 const SIGNAL: Duration = Duration::from_secs(5);
 
 const TTL: Duration = Duration::from_secs(60);
-
-enum TestJob {
-    Quick(&'static str),
-    /// Reports start, then waits for its gate (done) or cancellation.
-    Block(&'static str, Receiver<()>),
-    /// Reports start, waits for cancellation, reports it, then takes until
-    /// its gate opens to stop: a worker that does not stop at once.
-    SlowToStop(&'static str, Receiver<()>),
-    /// Reports start, waits for cancellation, reports it and returns its
-    /// output anyway: the last step completing as the cancel arrives.
-    FinishDespiteCancel(&'static str),
-}
-
-struct TestWorker {
-    started: Sender<&'static str>,
-    saw_cancel: Sender<&'static str>,
-}
-
-impl Worker for TestWorker {
-    type Job = TestJob;
-    type Output = &'static str;
-    type Error = JobError;
-
-    fn process(&mut self, job: TestJob, ctx: &JobContext) -> Result<&'static str, JobError> {
-        match job {
-            TestJob::Quick(name) => {
-                let _ = self.started.send(name);
-                Ok(name)
-            }
-            TestJob::Block(name, gate) => {
-                let _ = self.started.send(name);
-                crossbeam_channel::select! {
-                    recv(gate) -> _ => Ok(name),
-                    recv(ctx.cancelled()) -> _ => Err(JobError::Cancelled),
-                }
-            }
-            TestJob::SlowToStop(name, gate) => {
-                let _ = self.started.send(name);
-                let _ = ctx.cancelled().recv();
-                let _ = self.saw_cancel.send(name);
-                let _ = gate.recv();
-                Err(JobError::Cancelled)
-            }
-            TestJob::FinishDespiteCancel(name) => {
-                let _ = self.started.send(name);
-                let _ = ctx.cancelled().recv();
-                let _ = self.saw_cancel.send(name);
-                Ok(name)
-            }
-        }
-    }
-}
 
 /// A gate for one blocking job: send (or drop the sender) to open it.
 fn gate() -> (Sender<()>, Receiver<()>) {

@@ -32,6 +32,8 @@ mod pending;
 mod pool;
 mod stats;
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;
 mod ticket;
 mod worker;

@@ -2,61 +2,18 @@
 //! channel and blocks on a gate, so tests wait on signals, not sleeps.
 //! Real OS threads do the work, so tokio time is never paused here.
 
+use super::testing::{TestJob, TestWorker};
 use super::*;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use futures::FutureExt;
 use parking_lot::Mutex;
 
-enum TestJob {
-    /// Reports start, then waits for the gate or cancellation.
-    Block(&'static str),
-    /// Reports start, then spins until cancelled and reports that.
-    Spin(&'static str),
-    Quick(&'static str),
-    Panic,
-}
-
-struct TestWorker {
-    started: Sender<&'static str>,
-    gate: Receiver<()>,
-    saw_cancel: Sender<&'static str>,
-}
-
-impl Worker for TestWorker {
-    type Job = TestJob;
-    type Output = &'static str;
-    type Error = JobError;
-
-    fn process(&mut self, job: TestJob, ctx: &JobContext) -> Result<&'static str, JobError> {
-        match job {
-            TestJob::Quick(name) => {
-                self.started.send(name).unwrap();
-                Ok(name)
-            }
-            TestJob::Block(name) => {
-                self.started.send(name).unwrap();
-                crossbeam_channel::select! {
-                    recv(self.gate) -> _ => Ok(name),
-                    recv(ctx.cancelled()) -> _ => Err(JobError::Cancelled),
-                }
-            }
-            TestJob::Spin(name) => {
-                self.started.send(name).unwrap();
-                while !ctx.is_cancelled() {
-                    std::hint::spin_loop();
-                }
-                self.saw_cancel.send(name).unwrap();
-                Err(JobError::Cancelled)
-            }
-            TestJob::Panic => panic!("boom"),
-        }
-    }
-}
-
 struct Harness {
     queue: JobQueue<TestWorker>,
     started: Receiver<&'static str>,
+    /// One gate for every `Block` job of the test: each send lets one go.
     gate: Sender<()>,
+    gate_rx: Receiver<()>,
     saw_cancel: Receiver<&'static str>,
 }
 
@@ -91,7 +48,6 @@ fn harness(workers: usize, capacity: usize, queue_timeout_ms: u64, timeout_ms: u
     };
     let queue = JobQueue::start("test", config, move |_| TestWorker {
         started: started_tx.clone(),
-        gate: gate_rx.clone(),
         saw_cancel: cancel_tx.clone(),
     })
     .unwrap();
@@ -99,6 +55,7 @@ fn harness(workers: usize, capacity: usize, queue_timeout_ms: u64, timeout_ms: u
         queue,
         started,
         gate,
+        gate_rx,
         saw_cancel,
     }
 }
@@ -110,6 +67,11 @@ impl Harness {
     ) -> tokio::task::JoinHandle<Result<Completed<&'static str>, QueueError>> {
         let queue = self.queue.clone();
         tokio::spawn(async move { queue.run(job, SubmitOptions::default()).await })
+    }
+
+    /// A job that holds its worker until the test's gate lets it go.
+    fn block(&self, name: &'static str) -> TestJob {
+        TestJob::Block(name, self.gate_rx.clone())
     }
 
     /// Runs a job with default options and waits for its answer.
@@ -129,7 +91,7 @@ impl Harness {
         &self,
         name: &'static str,
     ) -> tokio::task::JoinHandle<Result<Completed<&'static str>, QueueError>> {
-        let running = self.spawn(TestJob::Block(name));
+        let running = self.spawn(self.block(name));
         self.expect_start(name);
         running
     }
@@ -349,7 +311,7 @@ async fn a_queued_job_cancelled_through_its_handle_is_answered_at_once_and_never
 async fn positions_count_the_jobs_ahead_and_move_up_as_workers_take_jobs() {
     let h = harness(1, 4, 5_000, 5_000);
     let running = h.hold("a");
-    let first = h.submit(TestJob::Block("b"));
+    let first = h.submit(h.block("b"));
     let second = h.submit(TestJob::Quick("c"));
     let (first_handle, second_handle) = (first.handle(), second.handle());
     assert_eq!(first_handle.position(), Some(0));
@@ -405,10 +367,7 @@ async fn a_detached_job_runs_under_the_async_budget_and_may_queue_for_all_of_it(
         detached: true,
         ..SubmitOptions::default()
     };
-    let running = h
-        .queue
-        .submit(TestJob::Block("a"), detached.clone())
-        .unwrap();
+    let running = h.queue.submit(h.block("a"), detached.clone()).unwrap();
     let running = tokio::spawn(running.wait());
     h.expect_start("a");
     let options = SubmitOptions {
