@@ -97,64 +97,63 @@ pub fn count_pages(body: &[u8]) -> u32 {
         .map_or(0, |n| n as u32)
 }
 
-/// `concurrency` clients, each sending its next request as soon as the
-/// previous answer arrives, until `duration` has passed (each sends at least
-/// one); requests in flight at the end are waited for and counted.
-pub async fn closed_loop(
-    client: &reqwest::Client,
-    target: &Target,
-    concurrency: usize,
-    duration: Duration,
-) -> Run {
-    let started = Instant::now();
-    let target = Arc::new(target.clone());
-    let mut clients = JoinSet::new();
-    for _ in 0..concurrency {
-        let client = client.clone();
-        let target = Arc::clone(&target);
-        clients.spawn(async move {
-            let mut samples = Vec::new();
-            loop {
-                samples.push(send(&client, &target).await);
-                if started.elapsed() >= duration {
-                    return samples;
-                }
-            }
-        });
-    }
-    Run {
-        samples: join_all(clients).await.concat(),
-        wall: started.elapsed(),
-        offered_rps: None,
-    }
+/// How a run offers its requests.
+#[derive(Debug, Clone, Copy)]
+pub enum Offer {
+    /// `concurrency` clients, each sending its next request as soon as the
+    /// previous answer arrives (each sends at least one).
+    Closed { concurrency: usize },
+    /// Requests sent at a fixed rate whatever the answers (an open loop,
+    /// like independent users); latency is measured from each request's
+    /// actual send, and the achieved rate is reported, since on a busy host
+    /// the sender can fall behind its schedule.
+    Open { rate: f64 },
 }
 
-/// Requests sent at a fixed rate whatever the answers (an open loop, like
-/// independent users), for `duration`; latency is measured from each
-/// request's actual send. The achieved rate is reported, since on a busy
-/// host the sender can fall behind its schedule.
-pub async fn open_loop(
+/// Requests offered as `offer` says until `duration` has passed; those in
+/// flight at the end are waited for and counted.
+pub async fn offer(
     client: &reqwest::Client,
     target: &Target,
-    rate: f64,
+    offer: Offer,
     duration: Duration,
 ) -> Run {
     let started = Instant::now();
     let target = Arc::new(target.clone());
-    let count = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
-    let mut requests = JoinSet::new();
-    for i in 0..count {
-        let due = started + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        let client = client.clone();
-        let target = Arc::clone(&target);
-        requests.spawn(async move { send(&client, &target).await });
-    }
-    let sent_in = started.elapsed().as_secs_f64();
+    let mut tasks = JoinSet::new();
+    let sent = match offer {
+        Offer::Closed { concurrency } => {
+            for _ in 0..concurrency {
+                let client = client.clone();
+                let target = Arc::clone(&target);
+                tasks.spawn(async move {
+                    let mut samples = Vec::new();
+                    loop {
+                        samples.push(send(&client, &target).await);
+                        if started.elapsed() >= duration {
+                            return samples;
+                        }
+                    }
+                });
+            }
+            None
+        }
+        Offer::Open { rate } => {
+            let count = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+            for i in 0..count {
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                let client = client.clone();
+                let target = Arc::clone(&target);
+                tasks.spawn(async move { vec![send(&client, &target).await] });
+            }
+            Some(count as f64 / started.elapsed().as_secs_f64().max(1e-9))
+        }
+    };
     Run {
-        samples: join_all(requests).await,
+        samples: join_all(tasks).await.concat(),
         wall: started.elapsed(),
-        offered_rps: Some(count as f64 / sent_in.max(1e-9)),
+        offered_rps: sent,
     }
 }
 

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::knobs::{msg_queue, overload_msg_capacity, pdf_queue, Knobs};
-use crate::load::{closed_loop, open_loop, send, Target};
+use crate::load::{offer, send, Offer, Target};
 use crate::server::{clear_out_dir, Server, Setup};
 use crate::stats::{ms, Summary};
 
@@ -21,11 +21,18 @@ async fn sweep(b: &Bench<'_>, target: &Target, levels: &[usize], secs: f64) -> V
     // Warm-up at the highest level: connections, renderers, caches.
     let top = levels.iter().copied().max().unwrap_or(1);
     let warmup = Duration::from_secs_f64(b.knobs.warmup_secs);
-    closed_loop(client, target, top, warmup).await;
+    let closed = |concurrency| Offer::Closed { concurrency };
+    offer(client, target, closed(top), warmup).await;
     clear_out_dir(out_dir);
     let mut result = Vec::new();
     for &concurrency in levels {
-        let run = closed_loop(client, target, concurrency, Duration::from_secs_f64(secs)).await;
+        let run = offer(
+            client,
+            target,
+            closed(concurrency),
+            Duration::from_secs_f64(secs),
+        )
+        .await;
         clear_out_dir(out_dir);
         let summary = Summary::of(&run);
         eprintln!(
@@ -120,13 +127,9 @@ async fn overload(b: &Bench<'_>, target: &Target, capacity_rps: f64) -> Vec<Over
     let secs = b.knobs.overload_secs;
     let mut result = Vec::new();
     for &factor in &b.knobs.overload_factors {
-        let run = open_loop(
-            client,
-            target,
-            factor * capacity_rps,
-            Duration::from_secs_f64(secs),
-        )
-        .await;
+        let rate = factor * capacity_rps;
+        let open = Offer::Open { rate };
+        let run = offer(client, target, open, Duration::from_secs_f64(secs)).await;
         clear_out_dir(out_dir);
         let summary = Summary::of(&run);
         eprintln!(
@@ -158,25 +161,50 @@ pub struct Bench<'a> {
     pub knobs: &'a Knobs,
 }
 
+/// The variables that size one worker type.
+struct Sizing {
+    workers: &'static str,
+    queue: &'static str,
+    timeout: &'static str,
+}
+
+const MESSAGE: Sizing = Sizing {
+    workers: "MESSAGE_WORKERS",
+    queue: "MESSAGE_QUEUE_CAPACITY",
+    timeout: "MESSAGE_TIMEOUT_MS",
+};
+
+const PDF: Sizing = Sizing {
+    workers: "PDF_WORKERS",
+    queue: "PDF_QUEUE_CAPACITY",
+    timeout: "PDF_TIMEOUT_MS",
+};
+
 /// A server for message jobs: `workers` and `queue`, PDF renderers not
 /// used (one, idle).
 fn msg_env(workers: usize, queue: usize) -> Vec<(&'static str, String)> {
-    vec![
-        ("MESSAGE_WORKERS", workers.to_string()),
-        ("MESSAGE_QUEUE_CAPACITY", queue.to_string()),
-        ("MESSAGE_TIMEOUT_MS", "120000".into()),
-        // PDF renderers are not used here: keep one, idle.
-        ("PDF_WORKERS", "1".into()),
-    ]
+    sized_env(&MESSAGE, &PDF, workers, queue, 120_000)
 }
 
 /// A server for PDF jobs: `workers` and `queue`, one message worker.
 fn pdf_env(workers: usize, queue: usize) -> Vec<(&'static str, String)> {
+    sized_env(&PDF, &MESSAGE, workers, queue, 170_000)
+}
+
+/// `workers` and `queue` for the measured type, a deadline longer than
+/// any level runs, and one worker for the other type.
+fn sized_env(
+    measured: &Sizing,
+    other: &Sizing,
+    workers: usize,
+    queue: usize,
+    timeout_ms: u64,
+) -> Vec<(&'static str, String)> {
     vec![
-        ("PDF_WORKERS", workers.to_string()),
-        ("PDF_QUEUE_CAPACITY", queue.to_string()),
-        ("PDF_TIMEOUT_MS", "170000".to_string()),
-        ("MESSAGE_WORKERS", "1".to_string()),
+        (measured.workers, workers.to_string()),
+        (measured.queue, queue.to_string()),
+        (measured.timeout, timeout_ms.to_string()),
+        (other.workers, "1".to_string()),
     ]
 }
 
@@ -231,12 +259,15 @@ pub async fn scaling(b: &Bench<'_>, pdf_pages_per_job: u32) -> Result<Vec<Scale>
         let server = Server::start(b.setup, b.client, &name, &env).await?;
         let target = Target::pdf(&server, knobs);
         // Warm every renderer with one job each.
-        closed_loop(b.client, &target, workers, Duration::ZERO).await;
+        let closed = Offer::Closed {
+            concurrency: workers,
+        };
+        offer(b.client, &target, closed, Duration::ZERO).await;
         clear_out_dir(&b.setup.out_dir());
-        let run = closed_loop(
+        let run = offer(
             b.client,
             &target,
-            workers,
+            closed,
             Duration::from_secs_f64(knobs.scale_secs),
         )
         .await;
@@ -278,7 +309,8 @@ pub async fn message_overload(b: &Bench<'_>) -> Result<Vec<Overload>, String> {
     let server = Server::start(b.setup, b.client, "overload-message", &env).await?;
     let target = Target::message(&server, knobs.overload_work_ms);
     let warmup = Duration::from_secs_f64(knobs.warmup_secs);
-    closed_loop(b.client, &target, w, warmup).await;
+    let closed = Offer::Closed { concurrency: w };
+    offer(b.client, &target, closed, warmup).await;
     let runs = overload(b, &target, capacity).await;
     server.stop().await;
     Ok(runs)
@@ -295,7 +327,8 @@ pub async fn pdf_overload(b: &Bench<'_>, capacity: f64) -> Result<Vec<Overload>,
     let env = pdf_env(w, knobs.overload_queue);
     let server = Server::start(b.setup, b.client, "overload-pdf", &env).await?;
     let target = Target::pdf(&server, knobs);
-    closed_loop(b.client, &target, w, Duration::ZERO).await;
+    let closed = Offer::Closed { concurrency: w };
+    offer(b.client, &target, closed, Duration::ZERO).await;
     let runs = overload(b, &target, capacity).await;
     server.stop().await;
     Ok(runs)

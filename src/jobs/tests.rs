@@ -179,6 +179,22 @@ impl Harness {
         assert_eq!(got, name, "expected {name} to start next");
     }
 
+    /// Submits a job named `name` and waits for its worker to start it.
+    async fn started(&self, name: &'static str, job: TestJob) -> Uuid {
+        let accepted = self.submit(job).await.unwrap();
+        self.expect_start(name);
+        accepted.job.job_id
+    }
+
+    /// Cancels `id` on a task of its own (DELETE waits for the end).
+    fn cancel_in_background(
+        &self,
+        id: Uuid,
+    ) -> tokio::task::JoinHandle<Result<Option<JobSnapshot>, ApiError>> {
+        let jobs = Arc::clone(&self.jobs);
+        tokio::spawn(async move { jobs.cancel(id).await })
+    }
+
     fn expect_cancel_seen(&self, name: &str) {
         let got = self
             .saw_cancel
@@ -292,12 +308,8 @@ async fn a_queued_job_cancelled_never_runs_and_ends_cancelled() {
 async fn cancelling_a_running_job_ends_it_cancelled_once_the_worker_stops() {
     let h = harness(jobs_config(10)).await;
     let (open, slow) = gate();
-    let accepted = h.submit(TestJob::SlowToStop("slow", slow)).await.unwrap();
-    let id = accepted.job.job_id;
-    h.expect_start("slow");
-
-    let jobs = Arc::clone(&h.jobs);
-    let cancel = tokio::spawn(async move { jobs.cancel(id).await });
+    let id = h.started("slow", TestJob::SlowToStop("slow", slow)).await;
+    let cancel = h.cancel_in_background(id);
     h.expect_cancel_seen("slow");
     let meanwhile = h.jobs.snapshot(id).await.unwrap().unwrap();
     assert_eq!(
@@ -329,12 +341,9 @@ async fn cancelling_a_running_job_ends_it_cancelled_once_the_worker_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_finishes_as_its_cancel_arrives_ends_done_once_and_cancel_answers_409() {
     let h = harness(jobs_config(10)).await;
-    let accepted = h
-        .submit(TestJob::FinishDespiteCancel("finisher"))
-        .await
-        .unwrap();
-    let id = accepted.job.job_id;
-    h.expect_start("finisher");
+    let id = h
+        .started("finisher", TestJob::FinishDespiteCancel("finisher"))
+        .await;
 
     let refused = h
         .jobs
@@ -366,12 +375,8 @@ async fn a_job_racing_its_cancel_ends_exactly_once_either_done_or_cancelled() {
     let h = harness(jobs_config(100)).await;
     for _ in 0..20 {
         let (open, blocked) = gate();
-        let accepted = h.submit(TestJob::Block("racer", blocked)).await.unwrap();
-        let id = accepted.job.job_id;
-        h.expect_start("racer");
-
-        let jobs = Arc::clone(&h.jobs);
-        let cancel = tokio::spawn(async move { jobs.cancel(id).await });
+        let id = h.started("racer", TestJob::Block("racer", blocked)).await;
+        let cancel = h.cancel_in_background(id);
         // Fails when the cancel already ended the job (its gate is gone).
         let _ = open.send(());
         let answer = cancel.await.unwrap();
@@ -471,12 +476,7 @@ async fn an_unrecorded_submit_gives_its_place_back_its_input_is_removed_and_it_n
     h.expect_start("a");
     assert_eq!(h.jobs.tracked(), 2);
 
-    let kept = h
-        .jobs
-        .pages()
-        .keep_input(taken, Bytes::from_static(b"%PDF-1.7"))
-        .await
-        .unwrap();
+    let kept = keep_input(h.jobs.pages(), taken).await;
     let unrecorded = AsyncRequest {
         job_id: taken,
         input: Some(kept.clone()),
@@ -625,11 +625,7 @@ async fn a_finished_job_leaves_memory_only_after_finished_in_memory_and_its_reco
 
     // The job is over and its record written: nothing else runs now.
     tokio::time::pause();
-    let keep = FINISHED_IN_MEMORY.as_millis() as u64;
-    let to_last_kept_ms = (finished + keep - 1)
-        .checked_sub(h.jobs.now_ms())
-        .expect("paused within FINISHED_IN_MEMORY of the end");
-    tokio::time::advance(Duration::from_millis(to_last_kept_ms)).await;
+    advance_to_last_ms(&h.jobs, finished, FINISHED_IN_MEMORY).await;
     h.jobs.forget_finished();
     assert!(
         h.jobs.get_live(id).is_some(),
@@ -673,12 +669,7 @@ async fn only_the_lease_holder_sweeps_and_only_after_the_ttl_records_pages_and_i
     assert!(h.jobs.is_primary() && !standby.is_primary());
 
     let id = Uuid::new_v4();
-    let kept = h
-        .jobs
-        .pages()
-        .keep_input(id, Bytes::from_static(b"%PDF-1.7"))
-        .await
-        .unwrap();
+    let kept = keep_input(h.jobs.pages(), id).await;
     // The input is not handed to the job, so its end does not remove it:
     // an input left behind by an instance that died after the job ended.
     let accepted = h
@@ -701,11 +692,7 @@ async fn only_the_lease_holder_sweeps_and_only_after_the_ttl_records_pages_and_i
         .expect("a done job has an end time");
 
     tokio::time::pause();
-    let ttl_ms = TTL.as_millis() as u64;
-    let to_last_kept_ms = (finished + ttl_ms - 1)
-        .checked_sub(h.jobs.now_ms())
-        .expect("paused within the TTL of the end");
-    tokio::time::advance(Duration::from_millis(to_last_kept_ms)).await;
+    advance_to_last_ms(&h.jobs, finished, TTL).await;
     h.jobs.sweep().await;
     standby.sweep().await;
     let pages = h.jobs.pages();
@@ -774,18 +761,11 @@ async fn records_left_by_a_dead_instance_are_swept_after_the_ttl_and_unfinished_
     let pages = jobs.pages();
     let mut inputs = Vec::new();
     for id in [done, unfinished] {
-        inputs.push(
-            pages
-                .keep_input(id, Bytes::from_static(b"%PDF"))
-                .await
-                .unwrap(),
-        );
+        inputs.push(keep_input(pages, id).await);
     }
     store_page(pages, done).await;
 
-    let ttl_ms = TTL.as_millis() as u64;
-    let to_last_kept_ms = ended_at + ttl_ms - 1 - jobs.now_ms();
-    tokio::time::advance(Duration::from_millis(to_last_kept_ms)).await;
+    advance_to_last_ms(&jobs, ended_at, TTL).await;
     jobs.sweep().await;
     assert!(
         jobs.records().get(done).await.unwrap().is_some(),
@@ -822,6 +802,22 @@ async fn records_left_by_a_dead_instance_are_swept_after_the_ttl_and_unfinished_
 }
 
 /// Puts page 1 of `id` into `pages`, as a renderer's worker does.
+/// Advances paused time to the last millisecond of `keep` after
+/// `from_ms` (the jobs' clock), so one more millisecond passes it.
+async fn advance_to_last_ms(jobs: &AsyncJobs, from_ms: u64, keep: Duration) {
+    let last = from_ms + keep.as_millis() as u64 - 1;
+    let ahead = last
+        .checked_sub(jobs.now_ms())
+        .expect("time was paused before the last kept millisecond");
+    tokio::time::advance(Duration::from_millis(ahead)).await;
+}
+
+/// Keeps a small upload as job `id`'s input.
+async fn keep_input(pages: &Arc<dyn PageStore>, id: Uuid) -> InputRef {
+    let pdf = Bytes::from_static(b"%PDF-1.7");
+    pages.keep_input(id, pdf).await.unwrap()
+}
+
 async fn store_page(pages: &Arc<dyn PageStore>, id: Uuid) {
     let scratch = pages.scratch(id).unwrap();
     let file = scratch.dir().join("page-001.png");

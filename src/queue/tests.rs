@@ -60,11 +60,18 @@ fn harness(workers: usize, capacity: usize, queue_timeout_ms: u64, timeout_ms: u
     }
 }
 
+type Answer = tokio::task::JoinHandle<Result<Completed<&'static str>, QueueError>>;
+
+/// One worker, busy with job `a` until the gate opens; `capacity` places
+/// behind it, each waiting at most `queue_timeout_ms`.
+fn busy(capacity: usize, queue_timeout_ms: u64) -> (Harness, Answer) {
+    let h = harness(1, capacity, queue_timeout_ms, 5_000);
+    let running = h.hold("a");
+    (h, running)
+}
+
 impl Harness {
-    fn spawn(
-        &self,
-        job: TestJob,
-    ) -> tokio::task::JoinHandle<Result<Completed<&'static str>, QueueError>> {
+    fn spawn(&self, job: TestJob) -> Answer {
         let queue = self.queue.clone();
         tokio::spawn(async move { queue.run(job, SubmitOptions::default()).await })
     }
@@ -87,10 +94,7 @@ impl Harness {
     }
 
     /// Starts a job that holds the worker until the gate opens.
-    fn hold(
-        &self,
-        name: &'static str,
-    ) -> tokio::task::JoinHandle<Result<Completed<&'static str>, QueueError>> {
+    fn hold(&self, name: &'static str) -> Answer {
         let running = self.spawn(self.block(name));
         self.expect_start(name);
         running
@@ -113,6 +117,14 @@ impl Harness {
         assert!(self.started.try_recv().is_err(), "{what}");
     }
 
+    /// Joins the pool off the async threads, giving running jobs `grace`.
+    async fn join(&self, grace: Duration) {
+        let queue = self.queue.clone();
+        tokio::task::spawn_blocking(move || queue.join(grace))
+            .await
+            .unwrap();
+    }
+
     /// Waits until `depth` jobs are queued (the submit tasks run
     /// concurrently with the test).
     async fn until_depth(&self, depth: usize) {
@@ -129,8 +141,7 @@ impl Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_refused_on_the_first_poll_with_a_retry_after() {
-    let h = harness(1, 1, 5_000, 5_000);
-    let running = h.hold("a");
+    let (h, running) = busy(1, 5_000);
     let queued = h.spawn(TestJob::Quick("b"));
     h.until_depth(1).await;
 
@@ -152,8 +163,7 @@ async fn a_full_queue_is_refused_on_the_first_poll_with_a_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_past_its_queue_budget_gets_504_and_is_never_started() {
-    let h = harness(1, 4, 50, 5_000);
-    let running = h.hold("a");
+    let (h, running) = busy(4, 50);
 
     let waited = h.run(TestJob::Quick("late")).await;
     match job_error(waited) {
@@ -192,8 +202,7 @@ async fn a_request_may_shorten_its_deadline_but_never_lengthen_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_caller_went_away_is_skipped_when_dequeued() {
-    let h = harness(1, 4, 5_000, 5_000);
-    let running = h.hold("a");
+    let (h, running) = busy(4, 5_000);
     let gone = h.spawn(TestJob::Quick("gone"));
     h.until_depth(1).await;
     gone.abort();
@@ -229,8 +238,7 @@ async fn a_panicking_job_costs_one_answer_and_not_the_thread() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_answers_queued_jobs_503_refuses_new_ones_and_lets_running_ones_finish() {
-    let h = harness(1, 4, 5_000, 5_000);
-    let running = h.hold("a");
+    let (h, running) = busy(4, 5_000);
     let queued = h.spawn(TestJob::Quick("b"));
     h.until_depth(1).await;
 
@@ -242,10 +250,7 @@ async fn draining_answers_queued_jobs_503_refuses_new_ones_and_lets_running_ones
     ));
     h.gate.send(()).unwrap();
     assert_eq!(running.await.unwrap().unwrap().output, "a");
-    let queue = h.queue.clone();
-    tokio::task::spawn_blocking(move || queue.join(Duration::from_secs(5)))
-        .await
-        .unwrap();
+    h.join(Duration::from_secs(5)).await;
     assert_eq!(h.queue.live_workers(), 0);
 }
 
@@ -254,10 +259,7 @@ async fn join_cancels_jobs_still_running_when_the_grace_period_ends() {
     let h = harness(1, 4, 5_000, 60_000);
     let spinning = h.spawn(TestJob::Spin("spin"));
     h.expect_start("spin");
-    let queue = h.queue.clone();
-    tokio::task::spawn_blocking(move || queue.join(Duration::from_millis(50)))
-        .await
-        .unwrap();
+    h.join(Duration::from_millis(50)).await;
     assert_eq!(h.saw_cancel.try_recv(), Ok("spin"));
     assert!(spinning.await.unwrap().is_err());
 }
@@ -284,8 +286,7 @@ fn retry_after_grows_with_the_queue_ahead_and_shrinks_with_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_cancelled_through_its_handle_is_answered_at_once_and_never_runs() {
-    let h = harness(1, 4, 5_000, 5_000);
-    let running = h.hold("a");
+    let (h, running) = busy(4, 5_000);
     let pending = h.submit(TestJob::Quick("never"));
     let handle = pending.handle();
     assert_eq!(
@@ -309,8 +310,7 @@ async fn a_queued_job_cancelled_through_its_handle_is_answered_at_once_and_never
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_count_the_jobs_ahead_and_move_up_as_workers_take_jobs() {
-    let h = harness(1, 4, 5_000, 5_000);
-    let running = h.hold("a");
+    let (h, running) = busy(4, 5_000);
     let first = h.submit(h.block("b"));
     let second = h.submit(TestJob::Quick("c"));
     let (first_handle, second_handle) = (first.handle(), second.handle());

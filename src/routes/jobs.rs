@@ -7,8 +7,9 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::FromRequestParts;
 use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -32,12 +33,52 @@ fn not_found(id: Uuid) -> ApiError {
     ))
 }
 
-/// The HTTP view of a snapshot: links as its worker type has them.
-fn view(state: &AppState, job: JobSnapshot) -> JobView {
-    let pages = state
+/// The job the path's `{job_id}` names, as it stands, with the state to
+/// act on it: 400 for a path that is not a job id, 404 for a job that is
+/// unknown or gone. Every route of one job starts here, so what a client
+/// may see of a job is decided in one place.
+pub struct FoundJob {
+    state: AppState,
+    job: JobSnapshot,
+}
+
+impl FromRequestParts<AppState> for FoundJob {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let JobId(id) = JobId::from_request_parts(parts, state).await?;
+        let job = state
+            .jobs
+            .snapshot(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        Ok(FoundJob {
+            state: state.clone(),
+            job,
+        })
+    }
+}
+
+impl FoundJob {
+    fn id(&self) -> Uuid {
+        self.job.job_id
+    }
+
+    fn makes_pages(&self) -> bool {
+        makes_pages(&self.state, &self.job)
+    }
+}
+
+fn makes_pages(state: &AppState, job: &JobSnapshot) -> bool {
+    state
         .kinds
         .by_name(&job.kind)
-        .is_some_and(|k| k.makes_pages());
+        .is_some_and(|k| k.makes_pages())
+}
+
+/// The HTTP view of a snapshot: links as its worker type has them.
+fn view(state: &AppState, job: JobSnapshot) -> JobView {
+    let pages = makes_pages(state, &job);
     JobView::of(job, pages)
 }
 
@@ -45,16 +86,8 @@ fn view(state: &AppState, job: JobSnapshot) -> JobView {
 #[utoipa::path(get, path = "/jobs/{job_id}", tag = "jobs",
     params(JobIdPath),
     responses((status = 200, description = "The job", body = JobView), JobLookupResponses))]
-pub async fn job_get(
-    State(state): State<AppState>,
-    JobId(id): JobId,
-) -> Result<Json<JobView>, ApiError> {
-    let job = state
-        .jobs
-        .snapshot(id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    Ok(Json(view(&state, job)))
+pub async fn job_get(found: FoundJob) -> Json<JobView> {
+    Json(view(&found.state, found.job))
 }
 
 /// Cancels a queued job (it never runs) or a running one (its render stops).
@@ -65,12 +98,11 @@ pub async fn job_get(
         (status = 409, description = "The job already ended, or runs on another instance", body = ErrorBody),
         JobLookupResponses,
     ))]
-pub async fn job_cancel(
-    State(state): State<AppState>,
-    JobId(id): JobId,
-) -> Result<Response, ApiError> {
-    let job = state.jobs.cancel(id).await?.ok_or_else(|| not_found(id))?;
-    Ok((StatusCode::ACCEPTED, Json(view(&state, job))).into_response())
+pub async fn job_cancel(found: FoundJob) -> Result<Response, ApiError> {
+    let id = found.id();
+    let job = found.state.jobs.cancel(id).await?;
+    let job = job.ok_or_else(|| not_found(id))?;
+    Ok((StatusCode::ACCEPTED, Json(view(&found.state, job))).into_response())
 }
 
 /// How often a stream of another instance's job re-reads the records.
@@ -106,10 +138,11 @@ fn sse_event(state: &AppState, id: Uuid, index: usize, event: JobEvent) -> Event
         JobLookupResponses,
     ))]
 pub async fn job_events(
-    State(state): State<AppState>,
-    JobId(id): JobId,
+    found: FoundJob,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let FoundJob { state, job } = found;
+    let id = job.job_id;
     let resume_from = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -135,14 +168,7 @@ pub async fn job_events(
                 }
             }
         }
-        None => {
-            let job = state
-                .jobs
-                .snapshot(id)
-                .await?
-                .ok_or_else(|| not_found(id))?;
-            follow_records(&state, job)
-        }
+        None => follow_records(&state, job),
     };
     let sse_state = state.clone();
     let stream = events
@@ -150,7 +176,7 @@ pub async fn job_events(
         // The server stops: the stream ends without a final state, and
         // the client reconnects (Last-Event-ID).
         .take_until(state.jobs.closing());
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// A job not run here: its stored state, then the records followed until
@@ -199,25 +225,15 @@ fn follow_records(state: &AppState, first: JobSnapshot) -> BoxStream<'static, (u
         (status = 409, description = "The job has not finished, or failed", body = ErrorBody),
         JobLookupResponses,
     ))]
-pub async fn job_archive(
-    State(state): State<AppState>,
-    JobId(id): JobId,
-) -> Result<Response, ApiError> {
-    let job = state
-        .jobs
-        .snapshot(id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let makes_pages = state
-        .kinds
-        .by_name(&job.kind)
-        .is_some_and(|k| k.makes_pages());
-    if !makes_pages {
+pub async fn job_archive(found: FoundJob) -> Result<Response, ApiError> {
+    let id = found.id();
+    if !found.makes_pages() {
         return Err(ApiError::NotFound(format!(
             "job {id} is a {} job: it has no pages",
-            job.kind
+            found.job.kind
         )));
     }
+    let FoundJob { state, job } = found;
     if job.state != JobState::Done {
         return Err(ApiError::Conflict(format!(
             "job {id} is {}; its archive exists once it is done",

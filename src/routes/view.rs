@@ -34,7 +34,9 @@ pub fn page_url(job_id: Uuid, page: u32) -> String {
     format!("/jobs/{job_id}/pages/{page}")
 }
 
-/// What `GET /jobs/{id}` answers, and the data of every `state` event.
+/// What `GET /jobs/{id}` answers, and the data of every `state` event;
+/// fields without a value are left out.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub job_id: Uuid,
@@ -44,33 +46,25 @@ pub struct JobView {
     #[schema(value_type = String)]
     pub state: JobState,
     /// Jobs ahead of this one while queued (0: next).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
     /// Units (pages) done so far, and in all once known.
     pub done: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
     /// Pages rendered so far, each with its URL.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pages: Vec<PageLink>,
     /// The reply a sync request would have got, once `done`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     /// Why it ended, once `failed`, `cancelled` or `expired`: the error
     /// body a sync request would have got, with its HTTP status.
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub error: Option<serde_json::Value>,
     pub created_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub started_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,
     /// Unix ms after which the job and its output are removed.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
     pub links: Links,
 }

@@ -603,6 +603,18 @@ pub async fn accepted_id(response: Response) -> String {
     id
 }
 
+/// The string `field` of every object in the JSON array `list`.
+pub fn field_of_each(list: &Value, field: &str) -> Vec<String> {
+    let items = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"));
+    let field = |item: &Value| item[field].as_str().map(str::to_string);
+    items
+        .iter()
+        .map(|item| field(item).unwrap_or_else(|| panic!("no string in {item}")))
+        .collect()
+}
+
 /// The JSON body of an answer that must be 200.
 pub async fn ok_json(response: Response) -> Value {
     let status = response.status();

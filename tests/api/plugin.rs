@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::helpers::{spawn_app_with, test_config, wait_until, TestApp};
+use crate::helpers::{field_of_each, spawn_app_with, test_config, wait_until, TestApp};
 
 /// Upper-cases a text after holding the worker for `hold_ms`.
 struct EchoWorker;
@@ -216,12 +216,7 @@ async fn a_worker_type_from_outside_the_crate_runs_sync_async_and_is_refused_and
         assert!(metrics.contains(line), "missing {line:?} in /metrics");
     }
     let (_, status) = app.get_json("/status").await;
-    let queues: Vec<&str> = status["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q["queue"].as_str().unwrap())
-        .collect();
+    let queues = field_of_each(&status["queues"], "queue");
     assert_eq!(queues, ["message", "pdf", "echo"], "registration order");
     let echo_queue = &status["queues"][2];
     assert_eq!(echo_queue["jobs"]["ok"], 4, "{echo_queue}");

@@ -201,10 +201,9 @@ async fn a_json_route_refuses_another_content_type_with_415() {
         None,
     ] {
         for uri in ["/jobs/message", "/multiThread"] {
-            let reply = app
-                .send(request(Method::POST, uri, content_type, Body::from(body)))
-                .await;
-            reply.error(415, "unsupported_media_type");
+            app.send(request(Method::POST, uri, content_type, Body::from(body)))
+                .await
+                .error(415, "unsupported_media_type");
         }
     }
     let reply = app
@@ -234,15 +233,14 @@ async fn malformed_json_is_a_400_malformed_json() {
         "[1, 2",
     ] {
         for uri in ["/jobs/message", "/jobs/pdf", "/multiThread"] {
-            let reply = app
-                .send(request(
-                    Method::POST,
-                    uri,
-                    Some("application/json"),
-                    Body::from(body),
-                ))
-                .await;
-            reply.error(400, "malformed_json");
+            app.send(request(
+                Method::POST,
+                uri,
+                Some("application/json"),
+                Body::from(body),
+            ))
+            .await
+            .error(400, "malformed_json");
         }
     }
 }
@@ -257,13 +255,13 @@ async fn json_of_the_wrong_shape_is_a_422_invalid_input() {
         json!({"text": "hi", "work_ms": -1}),
         json!(["hi"]),
     ] {
-        let reply = app.post_json("/jobs/message", &body).await;
-        reply.error(422, "invalid_input");
+        app.post_json("/jobs/message", &body)
+            .await
+            .error(422, "invalid_input");
     }
-    let reply = app
-        .post_json("/jobs/pdf", &json!({"file": "sample.pdf"}))
-        .await;
-    reply.error(422, "invalid_input");
+    app.post_json("/jobs/pdf", &json!({"file": "sample.pdf"}))
+        .await
+        .error(422, "invalid_input");
     app.assert_nothing_rendered("a PDF body of the wrong shape");
 }
 
@@ -292,8 +290,7 @@ async fn a_body_over_max_body_bytes_is_a_413_and_one_at_the_limit_is_taken() {
         "content-length",
         HeaderValue::from(limit + 1),
     );
-    let reply = app.send(declared).await;
-    reply.error(413, "payload_too_large");
+    app.send(declared).await.error(413, "payload_too_large");
 
     let at_limit = app
         .send(request(
@@ -315,10 +312,9 @@ async fn a_body_over_max_body_bytes_is_a_413_and_one_at_the_limit_is_taken() {
 async fn a_bad_query_is_a_400_bad_request() {
     let app = App::start().await;
     for query in ["?dpi=many", "?dpi=-1", "?timeout_ms=soon", "?colour=red"] {
-        let reply = app
-            .post_pdf(&format!("/jobs/pdf{query}"), fixture("sample.pdf"))
-            .await;
-        reply.error(400, "bad_request");
+        app.post_pdf(&format!("/jobs/pdf{query}"), fixture("sample.pdf"))
+            .await
+            .error(400, "bad_request");
     }
     app.assert_nothing_rendered("a bad query");
 }
@@ -341,10 +337,12 @@ async fn a_path_that_is_not_a_job_id_is_a_400_and_an_unknown_job_a_404() {
         );
     }
     let unknown = uuid::Uuid::new_v4();
-    let reply = app.get(&format!("/jobs/{unknown}")).await;
-    reply.error(404, "not_found");
-    let reply = app.get(&format!("/jobs/{unknown}/pages/zero")).await;
-    reply.error(400, "bad_request");
+    app.get(&format!("/jobs/{unknown}"))
+        .await
+        .error(404, "not_found");
+    app.get(&format!("/jobs/{unknown}/pages/zero"))
+        .await
+        .error(400, "bad_request");
 }
 
 #[tokio::test]
@@ -360,8 +358,9 @@ async fn an_unknown_route_is_a_404_and_a_wrong_method_a_405() {
         (Method::DELETE, "/status"),
         (Method::PATCH, "/jobs/00000000-0000-0000-0000-000000000000"),
     ] {
-        let reply = app.call(method.clone(), uri).await;
-        reply.error(405, "method_not_allowed");
+        app.call(method.clone(), uri)
+            .await
+            .error(405, "method_not_allowed");
     }
 }
 
@@ -427,14 +426,12 @@ async fn an_unknown_mode_is_a_400() {
         .await;
     let message = reply.error(400, "bad_request");
     assert!(message.contains("bogus"), "names the mode: {message}");
-    let reply = app
-        .post_pdf("/jobs/pdf?mode=later", fixture("sample.pdf"))
-        .await;
-    reply.error(400, "bad_request");
-    let reply = app
-        .post_json("/jobs/pdf", &json!({"path": "sample.pdf", "mode": "bogus"}))
-        .await;
-    reply.error(400, "bad_request");
+    app.post_pdf("/jobs/pdf?mode=later", fixture("sample.pdf"))
+        .await
+        .error(400, "bad_request");
+    app.post_json("/jobs/pdf", &json!({"path": "sample.pdf", "mode": "bogus"}))
+        .await
+        .error(400, "bad_request");
     app.assert_nothing_rendered("an unknown mode");
 }
 
