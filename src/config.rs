@@ -69,6 +69,20 @@ pub const DEFAULT_PDF_RENDERER_MAX_RSS_MB: u64 = 512;
 /// Address-space cap of a renderer process (`RLIMIT_AS`); a render that
 /// needs more fails that one job instead of exhausting the machine.
 pub const DEFAULT_PDF_RENDERER_MEMORY_LIMIT_MB: u64 = 4096;
+/// Time a client has to send a whole request head, from its first byte
+/// (on a new connection: from the accept).
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Time an idle keep-alive connection is kept for its next request.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT_MS: u64 = 60_000;
+/// Longest pause between two pieces of a request body.
+pub const DEFAULT_BODY_IDLE_TIMEOUT_MS: u64 = 10_000;
+/// Longest a whole request body may take to arrive (100 MB at 1 MB/s fits).
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 120_000;
+/// Client connections open at once; lowered at start to what the process's
+/// file-descriptor limit allows beside the server's own files.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Connections one client address may hold open at once.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 
 /// Every environment variable the server reads (`RUST_LOG` and
 /// `LOG_FORMAT` by the telemetry, the rest here), for tools that start a
@@ -105,6 +119,13 @@ pub const ALL_VARS: &[&str] = &[
     "MAX_BODY_BYTES",
     "RESULT_TTL_SECS",
     "MAX_TRACKED_JOBS",
+    "HEADER_READ_TIMEOUT_MS",
+    "KEEP_ALIVE_TIMEOUT_MS",
+    "BODY_IDLE_TIMEOUT_MS",
+    "BODY_TIMEOUT_MS",
+    "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_CLIENT",
+    "TRUSTED_PROXIES",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
@@ -173,6 +194,67 @@ impl RateLimitConfig {
     pub fn enabled(&self) -> bool {
         self.per_minute > 0
     }
+}
+
+/// Bounds on client connections, so that slow or greedy clients cannot
+/// exhaust the server's sockets and file descriptors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnectionConfig {
+    pub header_read_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` name the client: the
+    /// rightmost address not in this list is the client's. Their own
+    /// connections count only against `max_connections`.
+    #[serde(serialize_with = "display_each")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            header_read_timeout: Duration::from_millis(DEFAULT_HEADER_READ_TIMEOUT_MS),
+            keep_alive_timeout: Duration::from_millis(DEFAULT_KEEP_ALIVE_TIMEOUT_MS),
+            body_idle_timeout: Duration::from_millis(DEFAULT_BODY_IDLE_TIMEOUT_MS),
+            body_timeout: Duration::from_millis(DEFAULT_BODY_TIMEOUT_MS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl ConnectionConfig {
+    /// Whether `ip` is a trusted proxy.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+fn display_each<S: serde::Serializer>(items: &[ipnet::IpNet], out: S) -> Result<S::Ok, S::Error> {
+    out.collect_seq(items.iter().map(ToString::to_string))
+}
+
+/// `TRUSTED_PROXIES`: addresses and CIDR ranges, comma-separated.
+fn parse_proxies(raw: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "TRUSTED_PROXIES",
+                        raw,
+                        format!("{item:?} is not an address or CIDR range"),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The PDF worker type: its pool, its limits, and its renderer processes.
@@ -254,6 +336,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub max_body_bytes: usize,
     pub jobs: JobsConfig,
+    pub connections: ConnectionConfig,
 }
 
 impl Default for Config {
@@ -278,6 +361,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             jobs: JobsConfig::default(),
+            connections: ConnectionConfig::default(),
         }
     }
 }
@@ -345,6 +429,19 @@ impl Config {
         env.parse("RESULT_TTL_SECS", &mut ttl_secs)?;
         config.jobs.result_ttl = Duration::from_secs(ttl_secs);
         env.parse("MAX_TRACKED_JOBS", &mut config.jobs.max_tracked)?;
+        let conn = &mut config.connections;
+        env.millis("HEADER_READ_TIMEOUT_MS", &mut conn.header_read_timeout)?;
+        env.millis("KEEP_ALIVE_TIMEOUT_MS", &mut conn.keep_alive_timeout)?;
+        env.millis("BODY_IDLE_TIMEOUT_MS", &mut conn.body_idle_timeout)?;
+        env.millis("BODY_TIMEOUT_MS", &mut conn.body_timeout)?;
+        env.parse("MAX_CONNECTIONS", &mut conn.max_connections)?;
+        env.parse(
+            "MAX_CONNECTIONS_PER_CLIENT",
+            &mut conn.max_connections_per_client,
+        )?;
+        if let Some(raw) = (lookup)("TRUSTED_PROXIES") {
+            conn.trusted_proxies = parse_proxies(&raw)?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -384,6 +481,31 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::new("MAX_BODY_BYTES", 0, "must be at least 1"));
+        }
+        let conn = &self.connections;
+        for (var, value) in [
+            (
+                "HEADER_READ_TIMEOUT_MS",
+                conn.header_read_timeout.as_millis() as u64,
+            ),
+            (
+                "KEEP_ALIVE_TIMEOUT_MS",
+                conn.keep_alive_timeout.as_millis() as u64,
+            ),
+            (
+                "BODY_IDLE_TIMEOUT_MS",
+                conn.body_idle_timeout.as_millis() as u64,
+            ),
+            ("BODY_TIMEOUT_MS", conn.body_timeout.as_millis() as u64),
+            ("MAX_CONNECTIONS", conn.max_connections as u64),
+            (
+                "MAX_CONNECTIONS_PER_CLIENT",
+                conn.max_connections_per_client as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(var, 0, "must be at least 1"));
+            }
         }
         if self.jobs.result_ttl.is_zero() {
             return Err(ConfigError::new("RESULT_TTL_SECS", 0, "must be at least 1"));
@@ -548,6 +670,23 @@ mod tests {
         assert_eq!(config.bind_addr.to_string(), DEFAULT_BIND_ADDR);
         assert_eq!(config.message.workers, DEFAULT_MESSAGE_WORKERS);
         assert_eq!(config.message.queue_timeout, config.message.timeout);
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges_and_refuse_anything_else() {
+        let c = from(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1,::1")]).unwrap();
+        let conn = &c.connections;
+        assert!(conn.trusts("10.2.3.4".parse().unwrap()));
+        assert!(conn.trusts("127.0.0.1".parse().unwrap()));
+        assert!(conn.trusts("::1".parse().unwrap()));
+        assert!(!conn.trusts("127.0.0.2".parse().unwrap()));
+        let err = from(&[("TRUSTED_PROXIES", "10.0.0.0/8,proxy.local")]).unwrap_err();
+        assert_eq!(err.var, "TRUSTED_PROXIES");
+        assert!(err.reason.contains("proxy.local"), "{err}");
+        assert_eq!(
+            from(&[("MAX_CONNECTIONS", "0")]).unwrap_err().var,
+            "MAX_CONNECTIONS"
+        );
     }
 
     #[test]

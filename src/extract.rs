@@ -44,11 +44,7 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
                 "expected a request with `Content-Type: application/json`".into(),
             ),
-            JsonRejection::BytesRejection(ref inner)
-                if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                ApiError::PayloadTooLarge(text)
-            }
+            JsonRejection::BytesRejection(ref inner) => body_error(inner, inner.status(), text),
             _ => ApiError::BadRequest(text),
         }
     }
@@ -65,8 +61,20 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
     }
 }
 
-/// Maps a body-reading failure: over the route's limit → 413, else 400.
-pub fn body_error(status: StatusCode, text: String) -> ApiError {
+/// Maps a body-reading failure: over the route's limit → 413, a client
+/// that stopped sending (the connection's body timeouts) → 408, else 400.
+pub fn body_error(
+    rejection: &(dyn std::error::Error + 'static),
+    status: StatusCode,
+    text: String,
+) -> ApiError {
+    let mut source = Some(rejection);
+    while let Some(err) = source {
+        if let Some(timeout) = err.downcast_ref::<crate::serve::BodyTimedOut>() {
+            return ApiError::RequestTimeout(timeout.to_string());
+        }
+        source = err.source();
+    }
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(text)
     } else {

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod queue;
 pub mod render;
 pub mod routes;
+pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod storage;

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::jobs::recover::{resume_orphans, Resume};
 use crate::routes::{router, standard_kinds};
+use crate::serve;
 use crate::state::{AppState, Registry};
 
 pub struct Application {
@@ -87,10 +88,28 @@ impl Application {
             let _ = joined_tx.send(join);
         };
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
-        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .await?;
+        let conn = state.config.connections.clone();
+        let workers = state.kinds.iter().map(|k| k.pool().config().workers).sum();
+        let fd_limit = serve::raise_fd_limit();
+        let cap =
+            serve::connection_cap(conn.max_connections, fd_limit, serve::reserved_fds(workers));
+        if cap < conn.max_connections {
+            tracing::warn!(
+                fd_limit,
+                max_connections = cap,
+                "MAX_CONNECTIONS lowered to what the file-descriptor limit allows"
+            );
+        }
+        let connections = Arc::clone(&state.connections);
+        serve::serve(
+            listener,
+            router(state.clone()),
+            conn,
+            cap,
+            connections,
+            signal,
+        )
+        .await?;
         match joined_rx.await {
             Ok(join) => {
                 if let Err(e) = join.await.unwrap_or_else(Err) {

@@ -104,6 +104,8 @@ pub struct AppState {
     pub pages: Arc<dyn PageStore>,
     /// HTTP request and rejection counts.
     pub http: Arc<HttpMetrics>,
+    /// Client connections: open, refused, timed out.
+    pub connections: Arc<crate::serve::ConnectionStats>,
     /// Async jobs: their records, events and retention.
     pub jobs: Arc<AsyncJobs>,
     draining: Arc<AtomicBool>,
@@ -145,6 +147,7 @@ impl AppState {
             kinds: Arc::new(Kinds(kinds)),
             pages,
             http: Arc::new(HttpMetrics::default()),
+            connections: Arc::default(),
             jobs,
             draining: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),

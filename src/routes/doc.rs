@@ -15,6 +15,9 @@ pub enum SubmitResponses {
     /// Malformed JSON, query, multipart or option (bad `mode`, dpi, pages, path leaving DATA_DIR).
     #[response(status = 400)]
     BadRequest(ErrorBody),
+    /// The body stalled (BODY_IDLE_TIMEOUT_MS) or took too long (BODY_TIMEOUT_MS).
+    #[response(status = 408)]
+    RequestTimeout(ErrorBody),
     /// Body over its limit: MAX_BODY_BYTES, or MAX_UPLOAD_BYTES for an upload.
     #[response(status = 413)]
     TooLarge(ErrorBody),

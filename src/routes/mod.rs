@@ -29,7 +29,7 @@ use axum::http::{HeaderName, Response};
 use axum::response::IntoResponse;
 use axum::Router;
 use tower_governor::governor::GovernorConfigBuilder;
-use tower_governor::key_extractor::PeerIpKeyExtractor;
+use tower_governor::key_extractor::KeyExtractor;
 use tower_governor::{GovernorError, GovernorLayer};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -44,9 +44,9 @@ use crate::state::{AppState, Registry};
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole application router. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()`: the rate limiter
-/// keys on the peer address.
+/// The whole application router. Serve it with [`crate::serve::serve`]
+/// (or `into_make_service_with_connect_info::<SocketAddr>()`): the rate
+/// limiter keys on the client address each request carries.
 pub fn router(state: AppState) -> Router {
     let (router, api) = api_router(&state).split_for_parts();
     // Serialized once: the document is fixed for the life of the process.
@@ -164,7 +164,30 @@ async fn openapi_json(axum::Extension(api): axum::Extension<OpenApiJson>) -> imp
 #[derive(Clone)]
 struct OpenApiJson(Arc<str>);
 
-type Governor = GovernorLayer<PeerIpKeyExtractor, governor::middleware::NoOpMiddleware, Body>;
+type Governor = GovernorLayer<ClientKey, governor::middleware::NoOpMiddleware, Body>;
+
+/// Rate limits key on the client's address as the connection layer tells
+/// it ([`crate::serve::ClientAddr`]: behind a trusted proxy, the forwarded
+/// one), else on the peer's.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientKey;
+
+impl KeyExtractor for ClientKey {
+    type Key = std::net::IpAddr;
+
+    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<Self::Key, GovernorError> {
+        let extensions = req.extensions();
+        extensions
+            .get::<crate::serve::ClientAddr>()
+            .map(|client| client.0)
+            .or_else(|| {
+                extensions
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|info| info.0.ip())
+            })
+            .ok_or(GovernorError::UnableToExtractKey)
+    }
+}
 
 /// The per-IP limiter, or `None` when limiting is off. Its keyed state is
 /// pruned once a minute so that a stream of new addresses cannot grow it
@@ -177,6 +200,7 @@ fn rate_limiter(limit: &RateLimitConfig) -> Option<Governor> {
     let period = Duration::from_nanos(60_000_000_000 / u64::from(limit.per_minute));
     let config = Arc::new(
         GovernorConfigBuilder::default()
+            .key_extractor(ClientKey)
             .period(period)
             .burst_size(limit.burst)
             .finish()?,

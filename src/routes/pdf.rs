@@ -351,13 +351,13 @@ async fn read_input(
         "application/pdf" => {
             let bytes = Bytes::from_request(request, state)
                 .await
-                .map_err(|e| body_error(e.status(), e.body_text()))?;
+                .map_err(|e| body_error(&e, e.status(), e.body_text()))?;
             Ok((pdf_bytes(bytes)?, PdfOptions::default()))
         }
         "multipart/form-data" => {
             let multipart = Multipart::from_request(request, state)
                 .await
-                .map_err(|e| body_error(e.status(), e.body_text()))?;
+                .map_err(|e| body_error(&e, e.status(), e.body_text()))?;
             read_multipart(multipart).await
         }
         "application/json" => {
@@ -376,7 +376,7 @@ async fn read_multipart(mut multipart: Multipart) -> Result<(JobInput, PdfOption
     let mut file = None;
     let mut options = PdfOptions::default();
     let field_error =
-        |e: axum::extract::multipart::MultipartError| body_error(e.status(), e.body_text());
+        |e: axum::extract::multipart::MultipartError| body_error(&e, e.status(), e.body_text());
     while let Some(field) = multipart.next_field().await.map_err(field_error)? {
         let name = field.name().unwrap_or("").to_string();
         match name.as_str() {

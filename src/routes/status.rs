@@ -276,6 +276,7 @@ fn jobs_metrics(state: &AppState, out: &mut Exposition) {
         "1 while the server is shutting down.",
         flag(state.is_draining()),
     );
+    state.connections.metrics(out);
     out.gauge(
         "jobserver_uptime_seconds",
         "Seconds since the server started.",

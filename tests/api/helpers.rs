@@ -182,6 +182,21 @@ impl TestApp {
     }
 
     /// Process ids of the renderers alive now.
+    /// A counter of the connection layer (`serve::ConnectionStats`), by
+    /// field name.
+    pub fn connection_counter(&self, name: &str) -> u64 {
+        let c = &self.state.connections;
+        let counter = match name {
+            "header_timeouts" => &c.header_timeouts,
+            "idle_closed" => &c.idle_closed,
+            "body_timeouts" => &c.body_timeouts,
+            "refused_total" => &c.refused_total,
+            "refused_per_client" => &c.refused_per_client,
+            other => panic!("no connection counter {other}"),
+        };
+        counter.load(Ordering::Relaxed)
+    }
+
     pub fn renderer_pids(&self) -> Vec<u32> {
         self.engine().renderer_pids()
     }
