@@ -60,6 +60,8 @@ pub const DEFAULT_PDF_MAX_PAGES: u32 = 1_000;
 /// Most pixels one rendered page may have (checked before rendering):
 /// 40 MP holds an A4 page at 600 dpi (35 MP) and refuses poster-sized pages.
 pub const DEFAULT_PDF_MAX_PIXELS: u64 = 40_000_000;
+/// Request-body bytes all job requests together may be sending at once.
+pub const DEFAULT_MAX_UPLOAD_BYTES_IN_FLIGHT: u64 = 1024 * 1024 * 1024;
 /// Largest PDF upload accepted.
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 100 * 1024 * 1024;
 /// Jobs a renderer process serves before it is replaced by a fresh one.
@@ -108,6 +110,7 @@ pub const ALL_VARS: &[&str] = &[
     "PDF_MAX_PAGES",
     "PDF_MAX_PIXELS",
     "MAX_UPLOAD_BYTES",
+    "MAX_UPLOAD_BYTES_IN_FLIGHT",
     "PDFIUM_LIB_PATH",
     "PDF_RENDERER_MAX_JOBS",
     "PDF_RENDERER_MAX_RSS_MB",
@@ -335,6 +338,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub shutdown_grace: Duration,
     pub max_body_bytes: usize,
+    /// Request-body bytes admitted job requests may be sending at once.
+    pub max_upload_bytes_in_flight: u64,
     pub jobs: JobsConfig,
     pub connections: ConnectionConfig,
 }
@@ -360,9 +365,17 @@ impl Default for Config {
             },
             shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_upload_bytes_in_flight: DEFAULT_MAX_UPLOAD_BYTES_IN_FLIGHT,
             jobs: JobsConfig::default(),
             connections: ConnectionConfig::default(),
         }
+    }
+}
+
+impl Config {
+    /// The largest request body any job route takes.
+    pub fn largest_body(&self) -> usize {
+        self.pdf.max_upload_bytes.max(self.max_body_bytes)
     }
 }
 
@@ -425,6 +438,10 @@ impl Config {
         env.parse("RATE_LIMIT_BURST", &mut config.rate_limit.burst)?;
         env.millis("SHUTDOWN_GRACE_MS", &mut config.shutdown_grace)?;
         env.parse("MAX_BODY_BYTES", &mut config.max_body_bytes)?;
+        env.parse(
+            "MAX_UPLOAD_BYTES_IN_FLIGHT",
+            &mut config.max_upload_bytes_in_flight,
+        )?;
         let mut ttl_secs = config.jobs.result_ttl.as_secs();
         env.parse("RESULT_TTL_SECS", &mut ttl_secs)?;
         config.jobs.result_ttl = Duration::from_secs(ttl_secs);
@@ -481,6 +498,16 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::new("MAX_BODY_BYTES", 0, "must be at least 1"));
+        }
+        if self.max_upload_bytes_in_flight < self.largest_body() as u64 {
+            return Err(ConfigError::new(
+                "MAX_UPLOAD_BYTES_IN_FLIGHT",
+                self.max_upload_bytes_in_flight,
+                format!(
+                    "must hold at least one whole body: MAX_UPLOAD_BYTES and MAX_BODY_BYTES ({} bytes)",
+                    self.largest_body()
+                ),
+            ));
         }
         let conn = &self.connections;
         for (var, value) in [

@@ -60,6 +60,8 @@ pub enum ApiError {
     },
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("the server is receiving MAX_UPLOAD_BYTES_IN_FLIGHT ({limit} bytes) of request bodies; retry in {retry_after} s")]
+    UploadsInFlight { limit: u64, retry_after: u64 },
     #[error("{max} async jobs are tracked (MAX_TRACKED_JOBS); retry in {retry_after} s, when finished ones expire")]
     TooManyJobs { max: u64, retry_after: u64 },
     #[error("{0}")]
@@ -95,6 +97,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::QueueFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::UploadsInFlight { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "uploads_in_flight")
+            }
             ApiError::TooManyJobs { .. } => (StatusCode::SERVICE_UNAVAILABLE, "too_many_jobs"),
             ApiError::IdempotencyKeyReused(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
@@ -120,7 +125,8 @@ impl ApiError {
         match self {
             ApiError::RateLimited { retry_after }
             | ApiError::QueueFull { retry_after, .. }
-            | ApiError::TooManyJobs { retry_after, .. } => Some(*retry_after),
+            | ApiError::TooManyJobs { retry_after, .. }
+            | ApiError::UploadsInFlight { retry_after, .. } => Some(*retry_after),
             ApiError::ShuttingDown
             | ApiError::Job {
                 source: JobError::ShuttingDown,
@@ -138,6 +144,7 @@ impl ApiError {
                 Some(RejectReason::QueueFull)
             }
             ApiError::RateLimited { .. } => Some(RejectReason::RateLimited),
+            ApiError::UploadsInFlight { .. } => Some(RejectReason::UploadsInFlight),
             ApiError::PayloadTooLarge(_) => Some(RejectReason::TooLarge),
             ApiError::BadRequest(_)
             | ApiError::MalformedJson(_)

@@ -200,14 +200,16 @@ pub enum RejectReason {
     RateLimited,
     TooLarge,
     Invalid,
+    UploadsInFlight,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 4] = [
+    pub const ALL: [RejectReason; 5] = [
         RejectReason::QueueFull,
         RejectReason::RateLimited,
         RejectReason::TooLarge,
         RejectReason::Invalid,
+        RejectReason::UploadsInFlight,
     ];
 
     pub fn label(self) -> &'static str {
@@ -216,6 +218,7 @@ impl RejectReason {
             RejectReason::RateLimited => "rate_limited",
             RejectReason::TooLarge => "too_large",
             RejectReason::Invalid => "invalid",
+            RejectReason::UploadsInFlight => "uploads_in_flight",
         }
     }
 }

@@ -582,6 +582,63 @@ fn parse_node(raw: &str) -> Option<IpAddr> {
     inner.parse().ok()
 }
 
+/// The request-body bytes the server may be receiving at once
+/// (`MAX_UPLOAD_BYTES_IN_FLIGHT`): each admitted job request holds its
+/// declared length (or the largest body a route takes, for a body of
+/// unknown length) until its job is queued or the request ends.
+#[derive(Debug)]
+pub struct UploadBudget {
+    limit: u64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+impl UploadBudget {
+    pub fn new(limit: u64) -> Self {
+        UploadBudget {
+            limit,
+            used: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `bytes` of the budget, or `None` when they do not fit now.
+    pub fn take(self: &Arc<Self>, bytes: u64) -> Option<UploadBytes> {
+        use std::sync::atomic::Ordering;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + bytes <= self.limit).then_some(used + bytes)
+            })
+            .ok()?;
+        Some(UploadBytes {
+            budget: Arc::clone(self),
+            bytes,
+        })
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes held by requests now.
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Bytes of the [`UploadBudget`] held by one request; given back on drop.
+#[derive(Debug)]
+pub struct UploadBytes {
+    budget: Arc<UploadBudget>,
+    bytes: u64,
+}
+
+impl Drop for UploadBytes {
+    fn drop(&mut self) {
+        self.budget
+            .used
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// The error a request body ends with when the client stops sending.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

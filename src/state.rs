@@ -106,6 +106,8 @@ pub struct AppState {
     pub http: Arc<HttpMetrics>,
     /// Client connections: open, refused, timed out.
     pub connections: Arc<crate::serve::ConnectionStats>,
+    /// Request-body bytes admitted job requests may be sending at once.
+    pub uploads: Arc<crate::serve::UploadBudget>,
     /// Async jobs: their records, events and retention.
     pub jobs: Arc<AsyncJobs>,
     draining: Arc<AtomicBool>,
@@ -123,6 +125,7 @@ impl AppState {
         let jobs = AsyncJobs::open(config.jobs.clone(), &layout, Arc::clone(&pages))
             .await
             .map_err(std::io::Error::other)?;
+        let upload_budget = config.max_upload_bytes_in_flight;
         let ctx = StartContext {
             config: &config,
             pages: Arc::clone(&pages),
@@ -148,6 +151,7 @@ impl AppState {
             pages,
             http: Arc::new(HttpMetrics::default()),
             connections: Arc::default(),
+            uploads: Arc::new(crate::serve::UploadBudget::new(upload_budget)),
             jobs,
             draining: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),

@@ -49,7 +49,7 @@ use uuid::Uuid;
 use crate::clock::{Clock, SystemClock};
 use crate::config::JobsConfig;
 use crate::error::{ApiError, ErrorBody, JobError};
-use crate::queue::{Completed, JobObserver, JobQueue, QueueError, SubmitOptions, Worker};
+use crate::queue::{Completed, JobObserver, JobQueue, Place, QueueError, SubmitOptions, Worker};
 use crate::storage::{InputRef, Layout, PageStore};
 use election::{Election, Lease, LockFiles, Membership};
 use records::{JobRecords, SqliteRecords};
@@ -81,6 +81,37 @@ pub struct AsyncRequest<W: Worker> {
     pub input: Option<InputRef>,
     /// The reply a sync request would get.
     pub to_result: ToResult<W::Output>,
+    /// The record's place, if reserved before the request was read; taken
+    /// now otherwise.
+    pub record_place: Option<RecordPlace>,
+    /// The job's queue place, if reserved before the request was read.
+    pub queue_place: Option<Place<W>>,
+}
+
+/// A place for one more async job record, reserved before the request's
+/// body is read so that uploads arriving together cannot all pass
+/// `MAX_TRACKED_JOBS`. Writing the record uses it; dropping it gives it
+/// back.
+pub struct RecordPlace {
+    jobs: Arc<AsyncJobs>,
+    held: bool,
+}
+
+impl RecordPlace {
+    /// The record was written: the place is now the record's.
+    fn commit(mut self) {
+        self.jobs.record_count.fetch_add(1, Ordering::AcqRel);
+        self.jobs.reserved_records.fetch_sub(1, Ordering::AcqRel);
+        self.held = false;
+    }
+}
+
+impl Drop for RecordPlace {
+    fn drop(&mut self) {
+        if self.held {
+            self.jobs.reserved_records.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// A job accepted in async mode (or found by its idempotency key).
@@ -132,6 +163,9 @@ pub struct AsyncJobs {
     /// count is taken again each sweep (a record written during that count
     /// may be missed until the next one).
     record_count: AtomicU64,
+    /// Places reserved for records not written yet ([`RecordPlace`]),
+    /// counted against `max_tracked` with the records.
+    reserved_records: AtomicU64,
     tasks: TaskTracker,
     /// Cancelled when the server has stopped its workers: event streams
     /// still open then end (a job left queued for the next start would
@@ -203,6 +237,7 @@ impl AsyncJobs {
             clock: services.clock,
             live: Mutex::new(HashMap::new()),
             record_count: AtomicU64::new(count),
+            reserved_records: AtomicU64::new(0),
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
             stats: JobsStats::default(),
@@ -341,18 +376,21 @@ impl AsyncJobs {
             idempotency,
             input,
             to_result,
+            record_place,
+            queue_place,
         } = request;
-        // Reserve a record's place first, so concurrent submits cannot all
-        // pass the bound; given back below if the job is not recorded.
-        if self.record_count.fetch_add(1, Ordering::AcqRel) >= self.config.max_tracked {
-            self.give_back_place();
-            self.remove_input(input.as_ref()).await;
-            self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::TooManyJobs {
-                max: self.config.max_tracked,
-                retry_after: self.config.result_ttl.as_secs().clamp(1, 60),
-            });
-        }
+        // A record's place first, so concurrent submits cannot all pass the
+        // bound; given back if the job is not recorded.
+        let record_place = match record_place {
+            Some(place) => place,
+            None => match self.reserve_record() {
+                Ok(place) => place,
+                Err(e) => {
+                    self.remove_input(input.as_ref()).await;
+                    return Err(e);
+                }
+            },
+        };
         let created_ms = self.now_ms();
         options.detached = true;
         options.job_id = Some(job_id);
@@ -387,12 +425,17 @@ impl AsyncJobs {
         self.tasks.spawn(async move {
             if let Err(e) = jobs.records.insert(record).await {
                 // Unrecorded: the job must not run.
-                jobs.give_back_place();
+                drop(record_place);
                 jobs.remove_input(input.as_ref()).await;
                 let _ = ack_tx.send(Err(Refused::Unrecorded(e)));
                 return;
             }
-            let pending = match queue.submit(job, options) {
+            record_place.commit();
+            let admitted = match queue_place {
+                Some(place) => queue.submit_in(place, job, options),
+                None => queue.submit(job, options),
+            };
+            let pending = match admitted {
                 Ok(pending) => pending,
                 Err(e) => {
                     if let Err(gone) = jobs.records.delete(vec![job_id]).await {
@@ -439,6 +482,28 @@ impl AsyncJobs {
             Ok(Err(Refused::Queue(e))) => Err(e.into()),
             Err(_) => Err(ApiError::Internal("the job's task ended early".into())),
         }
+    }
+
+    /// Reserves a place for one more record: 503 `too_many_jobs` when the
+    /// records and the places already reserved reach `MAX_TRACKED_JOBS`.
+    pub fn reserve_record(self: &Arc<Self>) -> Result<RecordPlace, ApiError> {
+        let max = self.config.max_tracked;
+        let reserved =
+            self.reserved_records
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                    (self.record_count.load(Ordering::Acquire) + r < max).then_some(r + 1)
+                });
+        if reserved.is_err() {
+            self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::TooManyJobs {
+                max,
+                retry_after: self.config.result_ttl.as_secs().clamp(1, 60),
+            });
+        }
+        Ok(RecordPlace {
+            jobs: Arc::clone(self),
+            held: true,
+        })
     }
 
     /// Gives back a place reserved for a record that was not written; a

@@ -140,6 +140,8 @@ fn request(job: TestJob) -> AsyncRequest<TestWorker> {
         idempotency: None,
         input: None,
         to_result: Box::new(|done| json!({ "output": done.output })),
+        record_place: None,
+        queue_place: None,
     }
 }
 

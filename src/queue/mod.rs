@@ -38,7 +38,7 @@ mod tests;
 mod ticket;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -100,6 +100,59 @@ struct Inner<W: Worker> {
     /// drained): their difference gives a queued job's place in line.
     admitted: AtomicU64,
     taken: AtomicU64,
+    /// Places taken: jobs in the channel plus places reserved for jobs
+    /// still being read ([`Place`]); never above the capacity.
+    places: AtomicUsize,
+}
+
+impl<W: Worker> Inner<W> {
+    /// A job left the channel (taken by a worker, or drained): its place
+    /// is free again.
+    fn took_one(&self) {
+        self.taken.fetch_add(1, Ordering::AcqRel);
+        self.places.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn full(&self) -> QueueError {
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        QueueError::Full {
+            queue: self.name,
+            capacity: self.config.queue_capacity,
+            retry_after: retry_after(self),
+        }
+    }
+}
+
+/// Seconds a refused client should wait: the time the workers need to
+/// work through the queue ahead of it, at least 1.
+fn retry_after<W: Worker>(inner: &Inner<W>) -> u64 {
+    let mean = inner.stats.mean_run().as_secs_f64();
+    let ahead = (inner.tx.len() + 1) as f64;
+    let secs = (ahead * mean / inner.config.workers as f64).ceil();
+    (secs as u64).max(1)
+}
+
+/// A place in a queue, reserved before the job exists (while its request
+/// body is still being read), so that requests arriving together cannot
+/// all see room. Submitting a job with it ([`JobQueue::submit_in`]) moves
+/// the place to the job; dropping it gives the place back.
+pub struct Place<W: Worker> {
+    inner: Arc<Inner<W>>,
+    held: bool,
+}
+
+impl<W: Worker> Drop for Place<W> {
+    fn drop(&mut self) {
+        if self.held {
+            self.inner.places.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl<W: Worker> std::fmt::Debug for Place<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Place({})", self.inner.name)
+    }
 }
 
 /// Options a caller may set on one job.
@@ -166,6 +219,7 @@ impl<W: Worker> JobQueue<W> {
             stats: QueueStats::default(),
             admitted: AtomicU64::new(0),
             taken: AtomicU64::new(0),
+            places: AtomicUsize::new(0),
         });
         let factory = Arc::new(factory);
         let mut threads = Vec::with_capacity(inner.config.workers);
@@ -252,28 +306,35 @@ impl<W: Worker> JobQueue<W> {
     /// Seconds a refused client should wait: the time the workers need to
     /// work through the queue ahead of it, at least 1.
     pub fn retry_after_secs(&self) -> u64 {
-        let mean = self.inner.stats.mean_run().as_secs_f64();
-        let ahead = (self.depth() + 1) as f64;
-        let secs = (ahead * mean / self.inner.config.workers as f64).ceil();
-        (secs as u64).max(1)
+        retry_after(&self.inner)
     }
 
-    /// Refuses now, as a submit would, if the queue is full or draining:
-    /// lets a caller skip costly preparation (writing an upload to disk)
-    /// for a job that would be refused anyway.
-    pub fn check_room(&self) -> Result<(), QueueError> {
+    /// Places taken: queued jobs and reserved places.
+    pub fn places_taken(&self) -> usize {
+        self.inner.places.load(Ordering::Acquire)
+    }
+
+    /// Reserves a place for a job still to come: 503 at once if every
+    /// place is taken (by queued jobs or other reservations) or the pool
+    /// is draining. Atomic: of N requests racing for the last place, one
+    /// gets it.
+    pub fn reserve(&self) -> Result<Place<W>, QueueError> {
+        let inner = &self.inner;
         if self.is_draining() {
+            inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(QueueError::ShuttingDown);
         }
-        if self.depth() >= self.inner.config.queue_capacity {
-            self.inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(QueueError::Full {
-                queue: self.inner.name,
-                capacity: self.inner.config.queue_capacity,
-                retry_after: self.retry_after_secs(),
-            });
-        }
-        Ok(())
+        let capacity = inner.config.queue_capacity;
+        inner
+            .places
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .map_err(|_| inner.full())?;
+        Ok(Place {
+            inner: Arc::clone(inner),
+            held: true,
+        })
     }
 
     /// Admits `job` and waits for its answer. Returns at once with 503 when
@@ -293,10 +354,37 @@ impl<W: Worker> JobQueue<W> {
         self.submit_or_return(job, options).map_err(|(_, e)| e)
     }
 
+    /// Admits `job` into the place reserved for it: refused only when the
+    /// pool began draining since.
+    pub fn submit_in(
+        &self,
+        place: Place<W>,
+        job: W::Job,
+        options: SubmitOptions,
+    ) -> Result<Pending<W>, QueueError> {
+        debug_assert!(
+            Arc::ptr_eq(&place.inner, &self.inner),
+            "a place of another queue"
+        );
+        self.admit(place, job, options).map_err(|(_, e)| e)
+    }
+
     /// [`JobQueue::submit`], handing the job back when it is refused, for
     /// callers that retry later (jobs recovered after a restart).
     pub fn submit_or_return(
         &self,
+        job: W::Job,
+        options: SubmitOptions,
+    ) -> Result<Pending<W>, (W::Job, QueueError)> {
+        match self.reserve() {
+            Ok(place) => self.admit(place, job, options),
+            Err(e) => Err((job, e)),
+        }
+    }
+
+    fn admit(
+        &self,
+        mut place: Place<W>,
         job: W::Job,
         options: SubmitOptions,
     ) -> Result<Pending<W>, (W::Job, QueueError)> {
@@ -333,16 +421,12 @@ impl<W: Worker> JobQueue<W> {
             span: tracing::Span::current(),
         };
         match inner.tx.try_send(envelope) {
-            Ok(()) => {}
-            Err(TrySendError::Full(envelope)) => {
-                inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                let err = QueueError::Full {
-                    queue: inner.name,
-                    capacity: inner.config.queue_capacity,
-                    retry_after: self.retry_after_secs(),
-                };
-                return Err((envelope.job, err));
-            }
+            // The place now belongs to the queued job; it is freed when the
+            // job leaves the channel.
+            Ok(()) => place.held = false,
+            // Not while places are counted right (the channel holds as many
+            // jobs as there are places); refused like a full queue.
+            Err(TrySendError::Full(envelope)) => return Err((envelope.job, inner.full())),
             Err(TrySendError::Disconnected(envelope)) => {
                 return Err((envelope.job, QueueError::ShuttingDown))
             }
@@ -373,7 +457,7 @@ impl<W: Worker> JobQueue<W> {
         }
         drop(self.inner.shutdown_tx.lock().take());
         while let Ok(envelope) = self.inner.rx.try_recv() {
-            self.inner.taken.fetch_add(1, Ordering::AcqRel);
+            self.inner.took_one();
             answer_unstarted(envelope, JobError::ShuttingDown);
         }
     }
@@ -408,6 +492,7 @@ impl<W: Worker> JobQueue<W> {
         }
         // A submit that raced the drain may have slipped in after it.
         while let Ok(envelope) = self.inner.rx.try_recv() {
+            self.inner.took_one();
             answer_unstarted(envelope, JobError::ShuttingDown);
         }
     }
@@ -427,6 +512,9 @@ pub trait Pool: Send + Sync + 'static {
     fn stats(&self) -> &QueueStats;
     /// Jobs waiting for a worker.
     fn depth(&self) -> usize;
+    /// Places taken: queued jobs and places reserved for requests whose
+    /// bodies are still being read.
+    fn places_taken(&self) -> usize;
     /// Workers running a job now.
     fn busy(&self) -> usize;
     /// Worker threads still alive.
@@ -451,6 +539,9 @@ impl<W: Worker> Pool for JobQueue<W> {
     }
     fn depth(&self) -> usize {
         JobQueue::depth(self)
+    }
+    fn places_taken(&self) -> usize {
+        JobQueue::places_taken(self)
     }
     fn busy(&self) -> usize {
         JobQueue::busy(self)

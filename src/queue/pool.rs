@@ -117,7 +117,7 @@ fn worker_loop<W: Worker>(
         let envelope = crossbeam_channel::select! {
             recv(inner.rx) -> msg => match msg {
                 Ok(envelope) => {
-                    inner.taken.fetch_add(1, Ordering::AcqRel);
+                    inner.took_one();
                     envelope
                 }
                 Err(_) => break,

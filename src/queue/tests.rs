@@ -388,3 +388,30 @@ async fn a_detached_job_runs_under_the_async_budget_and_may_queue_for_all_of_it(
     h.gate.send(()).unwrap();
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_places_count_against_the_capacity_and_come_back_when_dropped_or_used() {
+    let (h, running) = busy(2, 5_000);
+    let first = h.queue.reserve().expect("a place");
+    let second = h.queue.reserve().expect("a second place");
+    assert!(matches!(h.queue.reserve(), Err(QueueError::Full { .. })));
+    assert!(
+        matches!(
+            h.queue
+                .submit(TestJob::Quick("no room"), SubmitOptions::default()),
+            Err(QueueError::Full { .. })
+        ),
+        "reservations take the places a plain submit would"
+    );
+    drop(first);
+    assert_eq!(h.queue.places_taken(), 1, "a dropped place comes back");
+    let pending = h
+        .queue
+        .submit_in(second, TestJob::Quick("reserved"), SubmitOptions::default())
+        .expect("a reserved place admits its job");
+    assert_eq!(h.queue.places_taken(), 1, "the place is now the job's");
+    h.gate.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert_eq!(pending.wait().await.unwrap().output, "reserved");
+    assert_eq!(h.queue.places_taken(), 0, "freed when a worker took it");
+}

@@ -25,7 +25,7 @@ use crate::storage::JobInput;
 use super::doc::SubmitResponses;
 use super::message::{MessageKind, MessageRequest};
 use super::pdf::{data_file, PdfKind, PdfOptions};
-use super::submit::{run, Submit};
+use super::submit::{run, Reserved, Submit};
 
 /// The PDF `pdf2image` renders when `data` names none.
 pub const DEFAULT_SAMPLE: &str = "sample.pdf";
@@ -87,6 +87,7 @@ pub async fn multi_thread(
                 state: &state,
                 kind: &kind,
                 mode: &mode,
+                reserved: Reserved::default(),
             };
             seed(submit, message, None, |done| done.output.text.clone()).await
         }
@@ -103,6 +104,7 @@ pub async fn multi_thread(
                 state: &state,
                 kind: &kind,
                 mode: &mode,
+                reserved: Reserved::default(),
             };
             seed(submit, PdfOptions::default(), input, |done| {
                 format!(

@@ -12,15 +12,15 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, AsyncMode, Kind};
+use crate::extract::ApiJson;
 use crate::kind::JobKind;
 use crate::queue::{Completed, JobQueue, SubmitOptions};
 use crate::state::{AppState, StartContext};
 use crate::storage::JobInput;
 use crate::workers::message::{MessageJob, MessageOutput, MessageWorker, MAX_WORK_MS};
 
+use super::admission::Admission;
 use super::doc::SubmitResponses;
-use super::submit::Submit;
 
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -112,14 +112,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     responses((status = 200, description = "The job ran", body = MessageResponse), SubmitResponses))]
 pub async fn message_submit(
     State(state): State<AppState>,
-    Kind(kind): Kind<MessageKind>,
-    mode: AsyncMode,
+    admission: Admission<MessageKind>,
     ApiJson(request): ApiJson<MessageRequest>,
 ) -> Result<Response, ApiError> {
-    let submit = Submit {
-        state: &state,
-        kind: &kind,
-        mode: &mode,
-    };
-    submit.run_or_accept(request, None).await
+    admission.run_or_accept(&state, request, None).await
 }

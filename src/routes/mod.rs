@@ -10,6 +10,7 @@
 //! throttled under load. Unknown routes and methods answer in the JSON error
 //! shape, and a panicking handler costs one 500, not the connection.
 
+pub mod admission;
 mod doc;
 mod health;
 mod jobs;

@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{body_error, ApiJson, ApiQuery, AsyncMode, JobId, Kind};
+use crate::extract::{body_error, ApiJson, ApiQuery, JobId};
 use crate::kind::JobKind;
 use crate::metrics::{label, Exposition};
 use crate::queue::{Completed, JobQueue, SubmitOptions};
@@ -34,8 +34,8 @@ use crate::state::{AppState, StartContext};
 use crate::storage::{InputRef, JobInput};
 use crate::workers::pdf::{PdfJob, PdfOutput, PdfSettings, PdfWorker, RendererSlots};
 
+use super::admission::Admission;
 use super::doc::SubmitResponses;
-use super::submit::Submit;
 use super::view::PageLink;
 
 /// Options shared by every way of sending a PDF.
@@ -314,20 +314,14 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     ))]
 pub async fn pdf_submit(
     State(state): State<AppState>,
-    Kind(kind): Kind<PdfKind>,
-    mut mode: AsyncMode,
     ApiQuery(query): ApiQuery<PdfOptions>,
+    mut admission: Admission<PdfKind>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let (input, options) = read_input(&state, request).await?;
     let options = options.or(query);
-    mode.apply(options.mode.as_deref())?;
-    let submit = Submit {
-        state: &state,
-        kind: &kind,
-        mode: &mode,
-    };
-    submit.run_or_accept(options, Some(input)).await
+    admission.apply_mode(&state, options.mode.as_deref())?;
+    admission.run_or_accept(&state, options, Some(input)).await
 }
 
 /// The PDF and the options the body carries, by content type.

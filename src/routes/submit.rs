@@ -26,6 +26,24 @@ pub struct Submit<'a, K: JobKind> {
     pub state: &'a AppState,
     pub kind: &'a Arc<K>,
     pub mode: &'a AsyncMode,
+    /// Places taken before the body was read ([`super::admission`]);
+    /// what is missing is taken at submit.
+    pub reserved: Reserved<K::Worker>,
+}
+
+/// Places a request holds for its job.
+pub struct Reserved<W: crate::queue::Worker> {
+    pub queue: Option<crate::queue::Place<W>>,
+    pub record: Option<crate::jobs::RecordPlace>,
+}
+
+impl<W: crate::queue::Worker> Default for Reserved<W> {
+    fn default() -> Self {
+        Reserved {
+            queue: None,
+            record: None,
+        }
+    }
 }
 
 impl<K: JobKind> Submit<'_, K> {
@@ -34,13 +52,21 @@ impl<K: JobKind> Submit<'_, K> {
         if self.mode.is_async {
             return self.accept(params, input).await;
         }
-        let done = run(self.kind, &params, input.as_ref()).await?;
+        let done = run_in(self.kind, &params, input.as_ref(), self.reserved.queue).await?;
         Ok(Json(self.kind.reply(done)).into_response())
     }
 
     /// Accepts the job in async mode.
     pub async fn accept(self, params: K::Params, input: Option<JobInput>) -> Reply {
-        accept(self.state, self.kind, self.mode, params, input).await
+        accept(
+            self.state,
+            self.kind,
+            self.mode,
+            params,
+            input,
+            self.reserved,
+        )
+        .await
     }
 }
 
@@ -54,12 +80,27 @@ pub async fn run<K: JobKind>(
     params: &K::Params,
     input: Option<&JobInput>,
 ) -> Result<crate::queue::Completed<crate::kind::OutputOf<K>>, ApiError> {
-    refuse_if_unavailable(&**kind)?;
-    let (job, options) = kind.build(params, input)?;
-    Ok(kind.queue().run(job, options).await?)
+    run_in(kind, params, input, None).await
 }
 
-fn refuse_if_unavailable<K: JobKind>(kind: &K) -> Result<(), ApiError> {
+/// [`run`] in a queue place reserved before, if any.
+async fn run_in<K: JobKind>(
+    kind: &Arc<K>,
+    params: &K::Params,
+    input: Option<&JobInput>,
+    place: Option<crate::queue::Place<K::Worker>>,
+) -> Result<crate::queue::Completed<crate::kind::OutputOf<K>>, ApiError> {
+    refuse_if_unavailable(&**kind)?;
+    let (job, options) = kind.build(params, input)?;
+    let queue = kind.queue();
+    let pending = match place {
+        Some(place) => queue.submit_in(place, job, options)?,
+        None => queue.submit(job, options)?,
+    };
+    Ok(pending.wait().await?)
+}
+
+pub(super) fn refuse_if_unavailable<K: JobKind>(kind: &K) -> Result<(), ApiError> {
     match kind.unavailable() {
         Some(reason) => Err(ApiError::Unavailable(format!(
             "{} jobs cannot run now: {reason}",
@@ -114,6 +155,7 @@ async fn accept<K: JobKind>(
     mode: &AsyncMode,
     params: K::Params,
     input: Option<JobInput>,
+    reserved: Reserved<K::Worker>,
 ) -> Reply {
     let view = |job: JobSnapshot| JobView::of(job, K::MAKES_PAGES);
     let recorded_params = serde_json::to_value(&params)
@@ -128,8 +170,15 @@ async fn accept<K: JobKind>(
         }
     }
     refuse_if_unavailable(&**kind)?;
-    // Refuse before keeping an upload for nothing.
-    kind.queue().check_room()?;
+    // Places first: refuse before keeping an upload for nothing.
+    let queue_place = match reserved.queue {
+        Some(place) => place,
+        None => kind.queue().reserve()?,
+    };
+    let record_place = match reserved.record {
+        Some(place) => place,
+        None => state.jobs.reserve_record()?,
+    };
     kind.build(&params, input.as_ref())?;
     let job_id = Uuid::new_v4();
     let stored = match input {
@@ -164,6 +213,8 @@ async fn accept<K: JobKind>(
                 idempotency,
                 input: kept,
                 to_result: to_result(Arc::clone(kind)),
+                record_place: Some(record_place),
+                queue_place: Some(queue_place),
             },
         )
         .await?;

@@ -9,11 +9,11 @@ use axum::extract::State;
 use axum::response::Response;
 use jobserver::config::PoolConfig;
 use jobserver::error::ApiError;
-use jobserver::extract::{ApiJson, AsyncMode, Kind};
+use jobserver::extract::ApiJson;
 use jobserver::kind::JobKind;
 use jobserver::queue::{Completed, JobContext, JobError, JobQueue, SubmitOptions, Worker};
+use jobserver::routes::admission::Admission;
 use jobserver::routes::standard_kinds;
-use jobserver::routes::submit::Submit;
 use jobserver::state::{AppState, StartContext};
 use jobserver::storage::JobInput;
 use serde::{Deserialize, Serialize};
@@ -110,16 +110,10 @@ impl JobKind for EchoKind {
     responses((status = 200, description = "Echoed")))]
 async fn echo_submit(
     State(state): State<AppState>,
-    Kind(kind): Kind<EchoKind>,
-    mode: AsyncMode,
+    admission: Admission<EchoKind>,
     ApiJson(params): ApiJson<EchoParams>,
 ) -> Result<Response, ApiError> {
-    let submit = Submit {
-        state: &state,
-        kind: &kind,
-        mode: &mode,
-    };
-    submit.run_or_accept(params, None).await
+    admission.run_or_accept(&state, params, None).await
 }
 
 fn echo_routes(_: &AppState) -> OpenApiRouter<AppState> {
