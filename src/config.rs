@@ -23,6 +23,9 @@ pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8000";
 pub const DEFAULT_DATA_DIR: &str = "data";
 /// Folder renders, the job database and kept uploads are written to.
 pub const DEFAULT_OUTPUT_DIR: &str = "out";
+/// Free space (MiB) the output folder's filesystem must keep for PDF jobs
+/// to be taken; 0 turns the check off.
+pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 512;
 /// Message workers: one thread is plenty for a demonstration job type.
 pub const DEFAULT_MESSAGE_WORKERS: usize = 1;
 /// Jobs that may wait for a message worker before new ones get 503.
@@ -79,6 +82,7 @@ pub const ALL_VARS: &[&str] = &[
     "DATA_DIR",
     "OUTPUT_DIR",
     "OUT_DIR",
+    "MIN_FREE_DISK_MB",
     "MESSAGE_WORKERS",
     "MESSAGE_QUEUE_CAPACITY",
     "MESSAGE_TIMEOUT_MS",
@@ -248,6 +252,9 @@ pub struct Config {
     /// Folder renders are written to, one sub-folder per job; also holds
     /// the job database and `.jobs/`.
     pub output_dir: PathBuf,
+    /// Free MiB the output folder's filesystem must keep for PDF jobs to
+    /// be taken (below it: `/readyz` fails, submits get 503); 0: no check.
+    pub min_free_disk_mb: u64,
     pub message: PoolConfig,
     pub pdf: PdfConfig,
     pub rate_limit: RateLimitConfig,
@@ -264,6 +271,7 @@ impl Default for Config {
                 .expect("DEFAULT_BIND_ADDR is a valid socket address"),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             output_dir: PathBuf::from(DEFAULT_OUTPUT_DIR),
+            min_free_disk_mb: DEFAULT_MIN_FREE_DISK_MB,
             message: PoolConfig::new(
                 DEFAULT_MESSAGE_WORKERS,
                 DEFAULT_MESSAGE_QUEUE_CAPACITY,
@@ -315,6 +323,7 @@ impl Config {
         env.parse("BIND_ADDR", &mut config.bind_addr)?;
         env.parse("DATA_DIR", &mut config.data_dir)?;
         config.output_dir = output_dir(&lookup);
+        env.parse("MIN_FREE_DISK_MB", &mut config.min_free_disk_mb)?;
         env.pool("MESSAGE", &mut config.message)?;
         let pdf = &mut config.pdf;
         let default_workers = pdf.pool.workers;
@@ -666,6 +675,20 @@ mod tests {
                 "{name} is missing from ALL_VARS"
             );
         }
+    }
+
+    #[test]
+    fn the_disk_floor_defaults_to_512_mb_and_zero_turns_it_off() {
+        assert_eq!(
+            from(&[]).unwrap().min_free_disk_mb,
+            DEFAULT_MIN_FREE_DISK_MB
+        );
+        assert_eq!(
+            from(&[("MIN_FREE_DISK_MB", "0")]).unwrap().min_free_disk_mb,
+            0
+        );
+        let err = from(&[("MIN_FREE_DISK_MB", "-1")]).unwrap_err();
+        assert_eq!(err.var, "MIN_FREE_DISK_MB");
     }
 
     #[test]

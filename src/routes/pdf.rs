@@ -310,6 +310,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "Pages rendered", body = PdfResponse),
         (status = 500, description = "The renderer died while rendering this job", body = ErrorBody),
+        (status = 507, description = "No space left to store this job's pages (`insufficient_storage`); nothing of it is kept", body = ErrorBody),
         SubmitResponses,
     ))]
 pub async fn pdf_submit(

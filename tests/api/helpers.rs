@@ -48,6 +48,8 @@ pub fn fixture(name: &str) -> Vec<u8> {
 /// worker and one PDF worker, short budgets, renderers started from the
 /// real binary. `output_dir` is left empty: `spawn_app` then renders into a
 /// temp folder the `TestApp` owns (set it to share a folder on purpose).
+/// The free-disk floor, which depends on the machine, is off unless a
+/// test sets it, so that no test's outcome hangs on it.
 pub fn test_config() -> Config {
     let pdf = PdfConfig {
         pool: PoolConfig::new(1, 4, Duration::from_secs(30)),
@@ -58,6 +60,7 @@ pub fn test_config() -> Config {
         bind_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir(),
         output_dir: PathBuf::new(),
+        min_free_disk_mb: 0,
         message: PoolConfig::new(1, 4, Duration::from_secs(10)),
         pdf,
         rate_limit: RateLimitConfig {

@@ -8,7 +8,10 @@
 //! grow; Gotenberg recycles its engines for the same reason). Renderers
 //! write into the job's scratch space; every finished page is taken by the
 //! page store at once, so a client can fetch it while the job runs. A job
-//! that fails leaves no pages: the store removes what it took.
+//! that fails leaves no pages: the store removes what it took, and its
+//! scratch space goes with it. One that runs out of disk space (`ENOSPC`,
+//! `EDQUOT`, met by the renderer or by the store) fails with
+//! [`JobError::StorageFull`].
 //!
 //! * `lending`: renderers parked between jobs, lent to a busy neighbour.
 //! * `fan_out`: one job's pages spread over borrowed renderers.
@@ -31,7 +34,9 @@ use crate::render::engine::EngineStatus;
 use crate::render::pages::PageRanges;
 use crate::render::process::{RenderError, Rendered, Renderer, RendererSpec};
 use crate::render::protocol::{FailKind, PageInfo, Request, Source};
-use crate::storage::{page_file_name, ImageFormat, JobInput, PageStore, StoredPage};
+use crate::storage::{
+    is_storage_full, page_file_name, ImageFormat, JobInput, PageStore, StoredPage,
+};
 
 pub use lending::{RendererSlot, RendererSlots};
 
@@ -85,6 +90,7 @@ impl From<PdfError> for JobError {
                     JobError::Invalid(message)
                 }
                 FailKind::Engine => JobError::Failed(message),
+                FailKind::Storage => JobError::StorageFull(message),
             },
             // pdfium calls abort() when an allocation fails
             // (FX_OutOfMemoryTerminate), as it does under the renderer's
@@ -100,6 +106,9 @@ impl From<PdfError> for JobError {
             PdfError::Render(RenderError::Unavailable(reason)) => JobError::Unavailable(reason),
             PdfError::Render(e @ (RenderError::Crashed { .. } | RenderError::Io(_))) => {
                 JobError::Failed(e.to_string())
+            }
+            PdfError::Output(e) if is_storage_full(&e) => {
+                JobError::StorageFull(format!("no space left to store the job's pages: {e}"))
             }
             PdfError::Output(e) => JobError::Failed(format!("cannot store the job's pages: {e}")),
         }
@@ -355,5 +364,28 @@ impl Worker for PdfWorker {
             dpi: job.dpi,
             pages: stored,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_met_by_the_renderer_or_the_store_is_storage_full() {
+        let renderer = PdfError::Render(RenderError::Job {
+            kind: FailKind::Storage,
+            message: "page 2: cannot write PNG: No space left on device".into(),
+        });
+        assert!(matches!(JobError::from(renderer), JobError::StorageFull(_)));
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let store = PdfError::Output(std::io::Error::from_raw_os_error(errno));
+            assert!(
+                matches!(JobError::from(store), JobError::StorageFull(_)),
+                "errno {errno}"
+            );
+        }
+        let other = PdfError::Output(std::io::Error::from_raw_os_error(libc::EACCES));
+        assert!(matches!(JobError::from(other), JobError::Failed(_)));
     }
 }
