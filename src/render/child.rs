@@ -218,7 +218,7 @@ pub fn render(
                 (
                     FailKind::Limit,
                     format!(
-                        "page {number} ({width}x{height} px) needs {} MiB for its bitmap, more than the renderer may use (PDF_RENDERER_MEMORY_LIMIT_MB)",
+                        "page {number} ({width}x{height} px) needs {} MiB for its bitmap, more than the renderer may use (the smaller of PDF_RENDERER_MEMORY_LIMIT_MB and PDF_RENDERER_MEMORY_BUDGET_MB / PDF_WORKERS)",
                         needed >> 20
                     ),
                 )

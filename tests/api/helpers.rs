@@ -48,12 +48,14 @@ pub fn fixture(name: &str) -> Vec<u8> {
 /// worker and one PDF worker, short budgets, renderers started from the
 /// real binary. `output_dir` is left empty: `spawn_app` then renders into a
 /// temp folder the `TestApp` owns (set it to share a folder on purpose).
-/// The free-disk floor, which depends on the machine, is off unless a
-/// test sets it, so that no test's outcome hangs on it.
+/// What depends on the machine is off unless a test sets it: the
+/// renderers' memory budget (derived from the machine's memory) and the
+/// free-disk floor, so that no test's outcome hangs on either.
 pub fn test_config() -> Config {
     let pdf = PdfConfig {
         pool: PoolConfig::new(1, 4, Duration::from_secs(30)),
         renderer_exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_jobserver"))),
+        renderer_memory_budget_mb: 0,
         ..PdfConfig::default()
     };
     Config {

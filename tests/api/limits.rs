@@ -1,15 +1,17 @@
 //! Server-wide limits a hostile or unlucky load runs into: the free-space
-//! floor of the output folder (`MIN_FREE_DISK_MB`) and a disk that fills
-//! up while a job renders.
+//! floor of the output folder (`MIN_FREE_DISK_MB`), a disk that fills up
+//! while a job renders, and the renderers' shared memory budget
+//! (`PDF_RENDERER_MEMORY_BUDGET_MB`).
 
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use jobserver::config::PoolConfig;
 use jobserver::routes::standard_kinds;
 use jobserver::storage::{
     ImageFormat, InputRef, JobInput, Layout, LocalInput, LocalPages, PageStore, Scratch, StoredPage,
@@ -18,7 +20,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::{
-    fixture, ok_json, retry_after, spawn_app, spawn_app_with, test_config, TestApp,
+    error_message, fixture, ok_json, retry_after, spawn_app, spawn_app_with, test_config, TestApp,
 };
 
 /// Every top-level entry of the output folder named like a job id (a
@@ -230,4 +232,45 @@ async fn a_disk_that_fills_up_mid_job_answers_507_and_keeps_nothing_of_the_job()
     )
     .await;
     assert_eq!(done["pages"].as_array().unwrap().len(), 3, "{done}");
+}
+
+#[tokio::test]
+async fn a_bomb_past_its_share_of_the_memory_budget_fails_422_and_the_renderers_carry_on() {
+    let mut config = test_config();
+    config.pdf.pool = PoolConfig::new(2, 8, Duration::from_secs(30));
+    // 600 MB for two renderers: 300 MB each, well under the per-renderer
+    // limit (4096 MB) and the 2.1 GB the 1 GiB content bomb needs.
+    config.pdf.renderer_memory_budget_mb = 600;
+    let app = spawn_app(config).await;
+    let pids = app.wait_renderers(2).await;
+    let (_, status) = app.get_json("/status").await;
+    assert_eq!(status["pdf_engine"]["renderer_memory_cap_mb"], 300);
+    assert_eq!(status["pdf_engine"]["renderer_memory_budget_mb"], 600);
+
+    // The bomb and a normal document at once, one on each renderer.
+    let bomb = app.spawn_upload_pdf(
+        "?dpi=72",
+        std::fs::read(crate::helpers::data_dir().join("hostile/flate-bomb-content.pdf"))
+            .expect("data/hostile/flate-bomb-content.pdf"),
+    );
+    let normal = app.spawn_upload_pdf("?dpi=36&pages=1", fixture("sample.pdf"));
+    let message = error_message(bomb.await.unwrap(), 422).await;
+    for var in [
+        "PDF_RENDERER_MEMORY_LIMIT_MB",
+        "PDF_RENDERER_MEMORY_BUDGET_MB",
+        "300 MB",
+    ] {
+        assert!(message.contains(var), "{var} missing: {message}");
+    }
+    ok_json(normal.await.unwrap()).await;
+
+    // The aborted renderer was replaced; the other one never stopped.
+    let now = app.wait_renderers(2).await;
+    assert_eq!(
+        now.iter().filter(|p| pids.contains(p)).count(),
+        1,
+        "one renderer replaced: {pids:?} -> {now:?}"
+    );
+    assert_eq!(app.get("/livez").await.status(), 200);
+    app.assert_pdf_renders("after the bomb").await;
 }
