@@ -23,6 +23,9 @@ pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8000";
 pub const DEFAULT_DATA_DIR: &str = "data";
 /// Folder renders, the job database and kept uploads are written to.
 pub const DEFAULT_OUTPUT_DIR: &str = "out";
+/// Free space (MiB) the output folder's filesystem must keep for PDF jobs
+/// to be taken; 0 turns the check off.
+pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 512;
 /// Message workers: one thread is plenty for a demonstration job type.
 pub const DEFAULT_MESSAGE_WORKERS: usize = 1;
 /// Jobs that may wait for a message worker before new ones get 503.
@@ -85,6 +88,8 @@ pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 120_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Connections one client address may hold open at once.
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
+// PDF_RENDERER_MEMORY_BUDGET_MB has no constant: unset, it is derived from
+// the memory this process may use (`render::memory::default_budget_mb`).
 
 /// Every environment variable the server reads (`RUST_LOG` and
 /// `LOG_FORMAT` by the telemetry, the rest here), for tools that start a
@@ -95,6 +100,7 @@ pub const ALL_VARS: &[&str] = &[
     "DATA_DIR",
     "OUTPUT_DIR",
     "OUT_DIR",
+    "MIN_FREE_DISK_MB",
     "MESSAGE_WORKERS",
     "MESSAGE_QUEUE_CAPACITY",
     "MESSAGE_TIMEOUT_MS",
@@ -115,6 +121,7 @@ pub const ALL_VARS: &[&str] = &[
     "PDF_RENDERER_MAX_JOBS",
     "PDF_RENDERER_MAX_RSS_MB",
     "PDF_RENDERER_MEMORY_LIMIT_MB",
+    "PDF_RENDERER_MEMORY_BUDGET_MB",
     "PDF_FAN_OUT",
     "RATE_LIMIT_PER_MINUTE",
     "RATE_LIMIT_BURST",
@@ -275,7 +282,11 @@ pub struct PdfConfig {
     pub renderer_exe: Option<PathBuf>,
     pub renderer_max_jobs: u32,
     pub renderer_max_rss_mb: u64,
+    /// Address-space cap of one renderer, before the budget's share.
     pub renderer_memory_limit_mb: u64,
+    /// What all renderers together may map; 0: no budget. Unset, derived
+    /// from the memory this process may use (see `render::memory`).
+    pub renderer_memory_budget_mb: u64,
     /// Spread a lone job's pages over idle workers' renderers.
     pub fan_out: bool,
 }
@@ -291,6 +302,16 @@ impl PdfConfig {
             None => PathBuf::from(option_env!("JOBSERVER_DEFAULT_PDFIUM_DIR").unwrap_or(".pdfium"))
                 .join(name),
         }
+    }
+
+    /// Each renderer's address-space cap in MiB: the smaller of
+    /// `PDF_RENDERER_MEMORY_LIMIT_MB` and the budget's share per worker.
+    pub fn renderer_cap_mb(&self) -> u64 {
+        crate::render::memory::per_renderer_mb(
+            self.renderer_memory_limit_mb,
+            self.renderer_memory_budget_mb,
+            self.pool.workers,
+        )
     }
 }
 
@@ -319,6 +340,7 @@ impl Default for PdfConfig {
             renderer_max_jobs: DEFAULT_PDF_RENDERER_MAX_JOBS,
             renderer_max_rss_mb: DEFAULT_PDF_RENDERER_MAX_RSS_MB,
             renderer_memory_limit_mb: DEFAULT_PDF_RENDERER_MEMORY_LIMIT_MB,
+            renderer_memory_budget_mb: crate::render::memory::default_budget_mb(),
             fan_out: true,
         }
     }
@@ -333,6 +355,9 @@ pub struct Config {
     /// Folder renders are written to, one sub-folder per job; also holds
     /// the job database and `.jobs/`.
     pub output_dir: PathBuf,
+    /// Free MiB the output folder's filesystem must keep for PDF jobs to
+    /// be taken (below it: `/readyz` fails, submits get 503); 0: no check.
+    pub min_free_disk_mb: u64,
     pub message: PoolConfig,
     pub pdf: PdfConfig,
     pub rate_limit: RateLimitConfig,
@@ -352,6 +377,7 @@ impl Default for Config {
                 .expect("DEFAULT_BIND_ADDR is a valid socket address"),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             output_dir: PathBuf::from(DEFAULT_OUTPUT_DIR),
+            min_free_disk_mb: DEFAULT_MIN_FREE_DISK_MB,
             message: PoolConfig::new(
                 DEFAULT_MESSAGE_WORKERS,
                 DEFAULT_MESSAGE_QUEUE_CAPACITY,
@@ -412,6 +438,7 @@ impl Config {
         env.parse("BIND_ADDR", &mut config.bind_addr)?;
         env.parse("DATA_DIR", &mut config.data_dir)?;
         config.output_dir = output_dir(&lookup);
+        env.parse("MIN_FREE_DISK_MB", &mut config.min_free_disk_mb)?;
         env.pool("MESSAGE", &mut config.message)?;
         let pdf = &mut config.pdf;
         let default_workers = pdf.pool.workers;
@@ -432,6 +459,10 @@ impl Config {
         env.parse(
             "PDF_RENDERER_MEMORY_LIMIT_MB",
             &mut pdf.renderer_memory_limit_mb,
+        )?;
+        env.parse(
+            "PDF_RENDERER_MEMORY_BUDGET_MB",
+            &mut pdf.renderer_memory_budget_mb,
         )?;
         env.parse("PDF_FAN_OUT", &mut pdf.fan_out)?;
         env.parse("RATE_LIMIT_PER_MINUTE", &mut config.rate_limit.per_minute)?;
@@ -489,6 +520,7 @@ impl Config {
                 return Err(ConfigError::new(var, 0, "must be at least 1"));
             }
         }
+        validate_memory_budget(pdf)?;
         if self.rate_limit.enabled() && self.rate_limit.burst == 0 {
             return Err(ConfigError::new(
                 "RATE_LIMIT_BURST",
@@ -583,6 +615,28 @@ fn is_cargo_build_out_dir(dir: &Path) -> bool {
         .rsplit_once('-')
         .is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
     out == "out" && build == "build" && hashed
+}
+
+/// A budget must leave every renderer its floor.
+fn validate_memory_budget(pdf: &PdfConfig) -> Result<(), ConfigError> {
+    use crate::render::memory::MIN_RENDERER_MB;
+    let budget = pdf.renderer_memory_budget_mb;
+    let workers = pdf.pool.workers;
+    // A per-renderer limit set below the floor is the operator's choice;
+    // the budget only has to give each renderer that much.
+    let floor = MIN_RENDERER_MB.min(pdf.renderer_memory_limit_mb);
+    if budget == 0 || pdf.renderer_cap_mb() >= floor {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "PDF_RENDERER_MEMORY_BUDGET_MB",
+        budget,
+        format!(
+            "split over {workers} renderers (one per PDF_WORKERS) it leaves each {} MB, below the {floor} MB a renderer needs; raise PDF_RENDERER_MEMORY_BUDGET_MB to at least {} (unset, it is 3/4 of the memory this process may use), lower PDF_WORKERS, or set it to 0 for no budget",
+            pdf.renderer_cap_mb(),
+            floor * workers as u64,
+        ),
+    ))
 }
 
 fn validate_pool(prefix: &str, pool: &PoolConfig) -> Result<(), ConfigError> {
@@ -832,6 +886,66 @@ mod tests {
                 "{name} is missing from ALL_VARS"
             );
         }
+    }
+
+    #[test]
+    fn the_disk_floor_defaults_to_512_mb_and_zero_turns_it_off() {
+        assert_eq!(
+            from(&[]).unwrap().min_free_disk_mb,
+            DEFAULT_MIN_FREE_DISK_MB
+        );
+        assert_eq!(
+            from(&[("MIN_FREE_DISK_MB", "0")]).unwrap().min_free_disk_mb,
+            0
+        );
+        let err = from(&[("MIN_FREE_DISK_MB", "-1")]).unwrap_err();
+        assert_eq!(err.var, "MIN_FREE_DISK_MB");
+    }
+
+    #[test]
+    fn the_memory_budget_is_split_over_the_renderers() {
+        let c = from(&[
+            ("PDF_WORKERS", "4"),
+            ("PDF_RENDERER_MEMORY_BUDGET_MB", "4096"),
+        ])
+        .unwrap();
+        assert_eq!(c.pdf.renderer_cap_mb(), 1024);
+        let c = from(&[("PDF_WORKERS", "2"), ("PDF_RENDERER_MEMORY_BUDGET_MB", "0")]).unwrap();
+        assert_eq!(
+            c.pdf.renderer_cap_mb(),
+            DEFAULT_PDF_RENDERER_MEMORY_LIMIT_MB
+        );
+        let c = from(&[
+            ("PDF_WORKERS", "1"),
+            ("PDF_RENDERER_MEMORY_LIMIT_MB", "512"),
+        ])
+        .unwrap();
+        assert!(c.pdf.renderer_memory_budget_mb > 0, "derived when unset");
+        assert!(c.pdf.renderer_cap_mb() <= 512);
+    }
+
+    #[test]
+    fn a_budget_too_small_for_each_renderer_is_refused_naming_both_variables() {
+        let err = from(&[
+            ("PDF_WORKERS", "8"),
+            ("PDF_RENDERER_MEMORY_BUDGET_MB", "1024"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "PDF_RENDERER_MEMORY_BUDGET_MB");
+        let text = err.to_string();
+        assert!(
+            text.contains("PDF_WORKERS") && text.contains("128 MB"),
+            "{text}"
+        );
+        assert!(text.contains("at least 2048"), "{text}");
+        // A per-renderer limit below the floor is the operator's choice;
+        // the budget only has to meet it.
+        from(&[
+            ("PDF_WORKERS", "8"),
+            ("PDF_RENDERER_MEMORY_LIMIT_MB", "128"),
+            ("PDF_RENDERER_MEMORY_BUDGET_MB", "1024"),
+        ])
+        .unwrap();
     }
 
     #[test]

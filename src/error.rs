@@ -70,6 +70,13 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// No room on the output folder's filesystem for a job that makes
+    /// pages (below `MIN_FREE_DISK_MB`, or an upload that could not be
+    /// kept for lack of space): refused before it runs, `503` with a
+    /// `Retry-After`. A job that runs out of space while rendering is
+    /// [`JobError::StorageFull`], `507`.
+    #[error("{0}; retry later or on another instance")]
+    InsufficientStorage(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("{source}")]
@@ -106,12 +113,18 @@ impl ApiError {
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::InsufficientStorage(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "insufficient_storage")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Job { source, .. } => match source {
                 JobError::QueueTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "queue_timeout"),
                 JobError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
                 JobError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
                 JobError::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "job_failed"),
+                JobError::StorageFull(_) => {
+                    (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+                }
                 JobError::Panicked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "job_panicked"),
                 JobError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 JobError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -127,6 +140,7 @@ impl ApiError {
             | ApiError::QueueFull { retry_after, .. }
             | ApiError::TooManyJobs { retry_after, .. }
             | ApiError::UploadsInFlight { retry_after, .. } => Some(*retry_after),
+            ApiError::InsufficientStorage(_) => Some(crate::disk::RETRY_AFTER_SECS),
             ApiError::ShuttingDown
             | ApiError::Job {
                 source: JobError::ShuttingDown,
@@ -230,6 +244,18 @@ mod tests {
         .into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+    }
+
+    #[test]
+    fn lack_of_storage_is_503_with_retry_after_before_a_job_and_507_during_one() {
+        let refused = ApiError::InsufficientStorage("1 MB free".into()).into_response();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(refused.headers().contains_key(header::RETRY_AFTER));
+        let err = ApiError::job(Uuid::new_v4(), JobError::StorageFull("ENOSPC".into()));
+        assert_eq!(
+            err.status_and_code(),
+            (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+        );
     }
 
     #[test]

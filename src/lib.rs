@@ -22,7 +22,7 @@
 //! * [`render`]: the pdfium renderer processes the PDF workers drive, and
 //!   the pipe protocol between them.
 //! * [`storage`]: the page store (pages, kept inputs) and the output
-//!   folder's layout.
+//!   folder's layout; [`disk`]: the free space under it and its floor.
 //! * [`jobs`]: async jobs. Their state and events in memory, their records
 //!   (SQLite, so they survive a crash), recovery, retention and the lease
 //!   of the one instance that runs the singletons.
@@ -33,6 +33,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod extract;
 pub mod jobs;

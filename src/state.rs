@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
+use crate::disk::Shortage;
 use crate::jobs::AsyncJobs;
 use crate::kind::{AnyKind, JobKind};
 use crate::metrics::HttpMetrics;
@@ -29,12 +30,17 @@ pub type Routes = fn(&AppState) -> OpenApiRouter<AppState>;
 
 type Start = Box<dyn FnOnce(&StartContext) -> std::io::Result<Registered>>;
 
+/// Makes the page store from the output folder's layout.
+type MakePages = Box<dyn FnOnce(&Layout) -> Arc<dyn PageStore>>;
+
 /// The worker types a server runs and the routes that feed them. Each is
 /// one [`Registry::register`] call; `routes::standard_kinds()` holds the
-/// built-in ones.
+/// built-in ones. The page store they share is [`LocalPages`] unless
+/// [`Registry::page_store`] names another.
 #[derive(Default)]
 pub struct Registry {
     starts: Vec<Start>,
+    pages: Option<MakePages>,
 }
 
 impl Registry {
@@ -58,6 +64,16 @@ impl Registry {
                 routes,
             })
         }));
+        self
+    }
+
+    /// Uses the page store `make` builds from the output folder's layout
+    /// instead of [`LocalPages`] (another backend, or one that wraps it).
+    pub fn page_store(
+        &mut self,
+        make: impl FnOnce(&Layout) -> Arc<dyn PageStore> + 'static,
+    ) -> &mut Self {
+        self.pages = Some(Box::new(make));
         self
     }
 }
@@ -121,7 +137,10 @@ impl AppState {
     pub async fn start(config: Config, registry: Registry) -> std::io::Result<Self> {
         let layout = Layout::new(&config.output_dir);
         layout.create()?;
-        let pages: Arc<dyn PageStore> = Arc::new(LocalPages::new(layout.clone()));
+        let pages: Arc<dyn PageStore> = match registry.pages {
+            Some(make) => make(&layout),
+            None => Arc::new(LocalPages::new(layout.clone())),
+        };
         let jobs = AsyncJobs::open(config.jobs.clone(), &layout, Arc::clone(&pages))
             .await
             .map_err(std::io::Error::other)?;
@@ -174,6 +193,12 @@ impl AppState {
         for kind in self.kinds.iter() {
             kind.pool().begin_drain();
         }
+    }
+
+    /// Free space below `MIN_FREE_DISK_MB` where the page store keeps
+    /// pages, if it has a filesystem and is short.
+    pub fn disk_shortage(&self) -> Option<Shortage> {
+        Shortage::of(self.pages.free_space(), self.config.min_free_disk_mb)
     }
 
     pub fn is_draining(&self) -> bool {

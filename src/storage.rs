@@ -23,12 +23,15 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::disk::FreeSpace;
 
 /// Every path under the output folder.
 #[derive(Debug, Clone)]
@@ -251,17 +254,27 @@ pub trait PageStore: Send + Sync + 'static {
     /// A file the renderers can read the input from; bytes are spooled
     /// to a file of their own (removed when the returned value drops).
     fn local_input(&self, job_id: Uuid, input: &JobInput) -> io::Result<LocalInput>;
+
+    /// Bytes that may still be written where pages go, for the
+    /// `MIN_FREE_DISK_MB` floor; `None` where that does not apply (a store
+    /// without a local filesystem, or one that cannot be asked). Cheap:
+    /// called on every PDF submit and readiness probe.
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The output folder as the page store: pages are renamed into place.
 #[derive(Debug, Clone)]
 pub struct LocalPages {
     layout: Layout,
+    free: Arc<FreeSpace>,
 }
 
 impl LocalPages {
     pub fn new(layout: Layout) -> Self {
-        LocalPages { layout }
+        let free = Arc::new(FreeSpace::new(layout.root()));
+        LocalPages { layout, free }
     }
 
     /// The page's file, whichever format it was stored in.
@@ -420,6 +433,20 @@ impl PageStore for LocalPages {
             }),
         }
     }
+
+    /// The output folder's filesystem (`statvfs`, read at most once a second).
+    fn free_space(&self) -> Option<u64> {
+        self.free.bytes()
+    }
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full:
+/// `ENOSPC` or `EDQUOT`.
+pub fn is_storage_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 #[cfg(test)]

@@ -29,6 +29,15 @@ pub enum JobError {
     /// The job ran and failed for a reason that is not the caller's fault.
     #[error("{0}")]
     Failed(String),
+    /// The job's output could not be stored for lack of space (`ENOSPC`,
+    /// `EDQUOT`); what it had stored is removed. Answered `507 Insufficient
+    /// Storage`: the request was fine and the server began it, but has no
+    /// room for its result, so another instance, or this one later, may
+    /// succeed. A submit refused *before* running because free space is
+    /// already below `MIN_FREE_DISK_MB` is a `503` instead (the server is
+    /// not taking such jobs at all for now, with a `Retry-After`).
+    #[error("{0}")]
+    StorageFull(String),
     /// The job's code panicked; the worker thread survived.
     #[error("job panicked: {0}")]
     Panicked(String),

@@ -26,7 +26,7 @@ use pdfium_render::prelude::*;
 
 use super::pages;
 use super::protocol::{read_frame, write_frame, Event, FailKind, PageInfo, Request, Source};
-use crate::storage::{page_file_name, ImageFormat};
+use crate::storage::{is_storage_full, page_file_name, ImageFormat};
 
 /// Environment variable naming the pdfium library for the renderer.
 pub const ENV_LIBRARY: &str = "JOBSERVER_PDFIUM_LIBRARY";
@@ -218,7 +218,7 @@ pub fn render(
                 (
                     FailKind::Limit,
                     format!(
-                        "page {number} ({width}x{height} px) needs {} MiB for its bitmap, more than the renderer may use (PDF_RENDERER_MEMORY_LIMIT_MB)",
+                        "page {number} ({width}x{height} px) needs {} MiB for its bitmap, more than the renderer may use (the smaller of PDF_RENDERER_MEMORY_LIMIT_MB and PDF_RENDERER_MEMORY_BUDGET_MB / PDF_WORKERS)",
                         needed >> 20
                     ),
                 )
@@ -250,10 +250,12 @@ pub fn render(
             .out_dir
             .join(page_file_name(number, ImageFormat::Png));
         let bytes = write_png(&path, &buffer[..needed], width, height, stride).map_err(|e| {
-            (
-                FailKind::Engine,
-                format!("page {number}: cannot write PNG: {e}"),
-            )
+            let kind = if is_storage_full(&e) {
+                FailKind::Storage
+            } else {
+                FailKind::Engine
+            };
+            (kind, format!("page {number}: cannot write PNG: {e}"))
         })?;
         write_frame(
             out,

@@ -15,9 +15,11 @@
 //! * [`process`]: the parent's handle on one renderer: spawn, render, kill.
 //! * [`pages`]: page-range syntax (`1-3,7`).
 //! * [`engine`]: pdfium's availability and the renderers' counters.
+//! * [`memory`]: the renderers' memory budget and each one's share of it.
 
 pub mod child;
 pub mod engine;
+pub mod memory;
 pub mod pages;
 pub mod process;
 pub mod protocol;

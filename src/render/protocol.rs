@@ -57,6 +57,8 @@ pub enum FailKind {
     Limit,
     /// The renderer could not do its part (I/O, pdfium internal error).
     Engine,
+    /// A page could not be written: no space left (`ENOSPC`, `EDQUOT`).
+    Storage,
 }
 
 /// A page written to disk.

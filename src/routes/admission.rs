@@ -2,8 +2,9 @@
 //! request's headers end, before a byte of the body is read (and before any
 //! `100 Continue`), or refuses at once.
 //!
-//! [`Admission<K>`] is an extractor that runs before the body extractor and
-//! takes, each atomically, so that requests arriving together cannot all
+//! [`Admission<K>`] is an extractor that runs before the body extractor. It
+//! refuses a type whose engine is unavailable or, for types that make
+//! pages, a store below `MIN_FREE_DISK_MB`; then it takes, each atomically, so that requests arriving together cannot all
 //! see room:
 //!
 //! 1. upload bytes from the server-wide [`UploadBudget`]
@@ -63,6 +64,7 @@ impl<K: JobKind> FromRequestParts<AppState> for Admission<K> {
             .ok_or_else(|| ApiError::Unavailable(format!("no {} workers run here", K::NAME)))?;
         let mode = AsyncMode::read(parts.uri.query(), &parts.headers)?;
         super::submit::refuse_if_unavailable(&*kind)?;
+        super::submit::refuse_if_no_room::<K>(state)?;
         let upload = take_upload_bytes(parts, state)?;
         let queue = Some(kind.queue().reserve()?);
         let record = if mode.is_async {

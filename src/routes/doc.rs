@@ -30,7 +30,7 @@ pub enum SubmitResponses {
     /// Over the client's rate; see `Retry-After`.
     #[response(status = 429)]
     RateLimited(ErrorBody),
-    /// Queue full (see `Retry-After`), shutting down, or the type's engine unavailable.
+    /// Queue full (see `Retry-After`), shutting down, the type's engine unavailable, or (types that make pages) free disk space below MIN_FREE_DISK_MB (`insufficient_storage`, see `Retry-After`).
     #[response(status = 503)]
     Unavailable(ErrorBody),
     /// Deadline passed; the job was stopped, or never started.

@@ -1,6 +1,7 @@
 //! Probes: `/livez` and `/readyz`. Never queued, never rate-limited, and
-//! cheap: they read atomics and thread handles only, so they stay fast when
-//! every worker is busy and every queue is full.
+//! cheap: they read atomics and thread handles only (and `/readyz` the
+//! page store's free space, a `statvfs` at most once a second), so they
+//! stay fast when every worker is busy and every queue is full.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::disk::Shortage;
 use crate::state::AppState;
 
 /// One pool's health, as the probes see it.
@@ -62,11 +64,19 @@ pub fn liveness(pools: &[PoolHealth], draining: bool) -> (StatusCode, Value) {
 
 /// Ready when jobs can be taken now: not draining, every worker type's
 /// engine available (pdfium loadable), every pool with live workers and
-/// room in its queue.
-pub fn readiness(pools: &[PoolHealth], draining: bool) -> (StatusCode, Value) {
+/// room in its queue, and free space at or above `MIN_FREE_DISK_MB` where
+/// pages are stored (`disk`).
+pub fn readiness(
+    pools: &[PoolHealth],
+    draining: bool,
+    disk: Option<Shortage>,
+) -> (StatusCode, Value) {
     let mut failed = Vec::new();
     if draining {
         failed.push(json!({"check": "draining", "message": "server is shutting down"}));
+    }
+    if let Some(shortage) = disk {
+        failed.push(json!({"check": "disk", "message": shortage.to_string()}));
     }
     for pool in pools {
         if let Some(reason) = &pool.unavailable {
@@ -104,7 +114,7 @@ pub async fn livez(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Not ready; `failed` lists the checks", body = Object)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let (status, body) = readiness(&pools(&state), state.is_draining());
+    let (status, body) = readiness(&pools(&state), state.is_draining(), state.disk_shortage());
     (status, Json(body)).into_response()
 }
 
@@ -138,12 +148,13 @@ mod tests {
 
     #[test]
     fn readiness_names_every_failed_check() {
-        assert_eq!(readiness(&[pool(2, 0)], false).0, StatusCode::OK);
+        assert_eq!(readiness(&[pool(2, 0)], false, None).0, StatusCode::OK);
         let broken = PoolHealth {
             unavailable: Some("no pdfium".into()),
             ..pool(0, 4)
         };
-        let (status, body) = readiness(&[broken], true);
+        let low = Shortage::of(Some(1 << 20), 512);
+        let (status, body) = readiness(&[broken], true, low);
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         let checks: Vec<&str> = body["failed"]
             .as_array()
@@ -151,6 +162,11 @@ mod tests {
             .iter()
             .map(|f| f["check"].as_str().unwrap())
             .collect();
-        assert_eq!(checks, ["draining", "pdfium", "workers", "queue"]);
+        assert_eq!(checks, ["draining", "disk", "pdfium", "workers", "queue"]);
+        let disk = &body["failed"][1]["message"];
+        assert!(
+            disk.as_str().unwrap().contains("1 MB free"),
+            "the free MB and the floor: {disk}"
+        );
     }
 }

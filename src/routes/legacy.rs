@@ -69,7 +69,11 @@ pub struct LegacyResult {
 /// The seed's endpoint: a message or pdf2image job, answered in its shape.
 #[utoipa::path(post, path = "/multiThread", tag = "jobs",
     request_body = LegacyRequest,
-    responses((status = 200, description = "The job ran", body = LegacyReply), SubmitResponses))]
+    responses(
+        (status = 200, description = "The job ran", body = LegacyReply),
+        (status = 507, description = "pdf2image: no space left to store the job's pages (`insufficient_storage`)", body = crate::error::ErrorBody),
+        SubmitResponses,
+    ))]
 pub async fn multi_thread(
     State(state): State<AppState>,
     mode: AsyncMode,
@@ -139,7 +143,7 @@ async fn seed<K: JobKind>(
     if submit.mode.is_async {
         return submit.accept(params, input).await;
     }
-    let done = run(submit.kind, &params, input.as_ref()).await?;
+    let done = run(submit.state, submit.kind, &params, input.as_ref()).await?;
     let data = text(&done);
     Ok(seed_shape(&done, data))
 }

@@ -111,7 +111,7 @@ impl PdfKind {
             renderer: RendererSpec {
                 exe,
                 library: config.pdfium_library(),
-                memory_limit_bytes: config.renderer_memory_limit_mb * 1024 * 1024,
+                memory_limit_bytes: config.renderer_cap_mb().saturating_mul(1024 * 1024),
                 max_payload_bytes: config.max_upload_bytes as u64,
             },
             pages: Arc::clone(&ctx.pages),
@@ -237,6 +237,8 @@ impl JobKind for PdfKind {
             "unavailable_reason": e.unavailable(),
             "library": self.config.pdfium_library(),
             "renderer_pids": e.renderer_pids(),
+            "renderer_memory_cap_mb": self.config.renderer_cap_mb(),
+            "renderer_memory_budget_mb": self.config.renderer_memory_budget_mb,
             "renderers_started": n(&e.renderers_started),
             "renderer_crashes": n(&e.renderer_crashes),
             "renderer_kills": n(&e.renderer_kills),
@@ -310,6 +312,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "Pages rendered", body = PdfResponse),
         (status = 500, description = "The renderer died while rendering this job", body = ErrorBody),
+        (status = 507, description = "No space left to store this job's pages (`insufficient_storage`); nothing of it is kept", body = ErrorBody),
         SubmitResponses,
     ))]
 pub async fn pdf_submit(

@@ -23,11 +23,12 @@ const HISTORY_STEP_S: u64 = 10;
 
 /// Per worker type: workers and what each does now, queue depth, counters,
 /// recent throughput and latency, recent jobs; each type's engine (as
-/// `<type>_engine`); async jobs.
+/// `<type>_engine`); async jobs; the page store's free space against
+/// `MIN_FREE_DISK_MB` (`disk`, `free_mb` null where it does not apply).
 #[utoipa::path(get, path = "/status", tag = "health",
     responses((status = 200, description = "Server status", body = Object)))]
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
-    let ready = readiness(&pools(&state), state.is_draining())
+    let ready = readiness(&pools(&state), state.is_draining(), state.disk_shortage())
         .0
         .is_success();
     let mut body = Map::new();
@@ -49,6 +50,13 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         }
     }
     body.insert("async_jobs".into(), async_status(&state));
+    body.insert(
+        "disk".into(),
+        json!({
+            "free_mb": state.pages.free_space().map(|b| b >> 20),
+            "min_free_mb": state.config.min_free_disk_mb,
+        }),
+    );
     Json(Value::Object(body))
 }
 

@@ -2,6 +2,9 @@
 //! every type's route. Sync: build, run on the type's queue, reply.
 //! Async: the same admission rules, the input kept by the page store, the
 //! record committed, then `202` with the job's view and `Location`.
+//! Either way a type that makes pages is refused (`503
+//! insufficient_storage`) while the page store's free space is below
+//! `MIN_FREE_DISK_MB`, before anything is rendered or kept.
 
 use std::sync::Arc;
 
@@ -17,7 +20,7 @@ use crate::extract::AsyncMode;
 use crate::jobs::{AsyncRequest, Idempotency, JobSnapshot};
 use crate::kind::{to_result, JobKind, Recorded};
 use crate::state::AppState;
-use crate::storage::{InputRef, JobInput};
+use crate::storage::{is_storage_full, InputRef, JobInput};
 
 use super::view::JobView;
 
@@ -52,7 +55,8 @@ impl<K: JobKind> Submit<'_, K> {
         if self.mode.is_async {
             return self.accept(params, input).await;
         }
-        let done = run_in(self.kind, &params, input.as_ref(), self.reserved.queue).await?;
+        let queue_place = self.reserved.queue;
+        let done = run_in(self.state, self.kind, &params, input.as_ref(), queue_place).await?;
         Ok(Json(self.kind.reply(done)).into_response())
     }
 
@@ -74,23 +78,27 @@ impl<K: JobKind> Submit<'_, K> {
 pub type Reply = Result<Response, ApiError>;
 
 /// Builds and runs a job of type `K` on its queue, answering when it is
-/// done (503 at once when the type is unavailable or its queue is full).
+/// done (503 at once when the type is unavailable, its queue is full or
+/// there is no room for its pages).
 pub async fn run<K: JobKind>(
+    state: &AppState,
     kind: &Arc<K>,
     params: &K::Params,
     input: Option<&JobInput>,
 ) -> Result<crate::queue::Completed<crate::kind::OutputOf<K>>, ApiError> {
-    run_in(kind, params, input, None).await
+    run_in(state, kind, params, input, None).await
 }
 
 /// [`run`] in a queue place reserved before, if any.
 async fn run_in<K: JobKind>(
+    state: &AppState,
     kind: &Arc<K>,
     params: &K::Params,
     input: Option<&JobInput>,
     place: Option<crate::queue::Place<K::Worker>>,
 ) -> Result<crate::queue::Completed<crate::kind::OutputOf<K>>, ApiError> {
     refuse_if_unavailable(&**kind)?;
+    refuse_if_no_room::<K>(state)?;
     let (job, options) = kind.build(params, input)?;
     let queue = kind.queue();
     let pending = match place {
@@ -104,6 +112,20 @@ pub(super) fn refuse_if_unavailable<K: JobKind>(kind: &K) -> Result<(), ApiError
     match kind.unavailable() {
         Some(reason) => Err(ApiError::Unavailable(format!(
             "{} jobs cannot run now: {reason}",
+            K::NAME
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A type that makes pages needs room for them: below the floor, 503.
+pub(super) fn refuse_if_no_room<K: JobKind>(state: &AppState) -> Result<(), ApiError> {
+    if !K::MAKES_PAGES {
+        return Ok(());
+    }
+    match state.disk_shortage() {
+        Some(shortage) => Err(ApiError::InsufficientStorage(format!(
+            "{} jobs are not taken now: {shortage}",
             K::NAME
         ))),
         None => Ok(()),
@@ -170,6 +192,7 @@ async fn accept<K: JobKind>(
         }
     }
     refuse_if_unavailable(&**kind)?;
+    refuse_if_no_room::<K>(state)?;
     // Places first: refuse before keeping an upload for nothing.
     let queue_place = match reserved.queue {
         Some(place) => place,
@@ -182,13 +205,16 @@ async fn accept<K: JobKind>(
     kind.build(&params, input.as_ref())?;
     let job_id = Uuid::new_v4();
     let stored = match input {
-        Some(JobInput::Inline(bytes)) => Some(
-            state
-                .pages
-                .keep_input(job_id, bytes)
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("cannot keep the upload: {e}")))?,
-        ),
+        Some(JobInput::Inline(bytes)) => {
+            Some(state.pages.keep_input(job_id, bytes).await.map_err(|e| {
+                let message = format!("cannot keep the upload: {e}");
+                if is_storage_full(&e) {
+                    ApiError::InsufficientStorage(message)
+                } else {
+                    ApiError::Unavailable(message)
+                }
+            })?)
+        }
         Some(JobInput::Stored(stored)) => Some(stored),
         None => None,
     };

@@ -48,16 +48,21 @@ pub fn fixture(name: &str) -> Vec<u8> {
 /// worker and one PDF worker, short budgets, renderers started from the
 /// real binary. `output_dir` is left empty: `spawn_app` then renders into a
 /// temp folder the `TestApp` owns (set it to share a folder on purpose).
+/// What depends on the machine is off unless a test sets it: the
+/// renderers' memory budget (derived from the machine's memory) and the
+/// free-disk floor, so that no test's outcome hangs on either.
 pub fn test_config() -> Config {
     let pdf = PdfConfig {
         pool: PoolConfig::new(1, 4, Duration::from_secs(30)),
         renderer_exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_jobserver"))),
+        renderer_memory_budget_mb: 0,
         ..PdfConfig::default()
     };
     Config {
         bind_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir(),
         output_dir: PathBuf::new(),
+        min_free_disk_mb: 0,
         message: PoolConfig::new(1, 4, Duration::from_secs(10)),
         pdf,
         rate_limit: RateLimitConfig {

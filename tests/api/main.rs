@@ -9,6 +9,7 @@ mod fuzz;
 mod helpers;
 mod hostile;
 mod jobs;
+mod limits;
 mod message;
 mod observability;
 mod pdf;

@@ -11,7 +11,7 @@ use super::PdfWorker;
 use crate::queue::JobContext;
 use crate::render::process::{wait_any, RenderError, Rendered, Waited};
 use crate::render::protocol::{Event, FailKind, PageInfo, Request, Source};
-use crate::storage::JobInput;
+use crate::storage::{is_storage_full, JobInput};
 
 impl PdfWorker {
     /// Renders `request`, spreading its pages over idle workers' renderers
@@ -57,7 +57,17 @@ impl PdfWorker {
                     Ok(local) => Some(local),
                     Err(e) => {
                         self.give_back_all(lanes);
-                        return Err(RenderError::Io(format!("cannot spool the upload: {e}")));
+                        let message = format!("cannot spool the upload: {e}");
+                        // No renderer failed: out of space, the job fails
+                        // as the renderer's own write would (507).
+                        return Err(if is_storage_full(&e) {
+                            RenderError::Job {
+                                kind: FailKind::Storage,
+                                message,
+                            }
+                        } else {
+                            RenderError::Io(message)
+                        });
                     }
                 }
             }

@@ -8,7 +8,11 @@
 //! grow; Gotenberg recycles its engines for the same reason). Renderers
 //! write into the job's scratch space; every finished page is taken by the
 //! page store at once, so a client can fetch it while the job runs. A job
-//! that fails leaves no pages: the store removes what it took.
+//! that fails leaves no pages: the store removes what it took, and its
+//! scratch space goes with it. One that runs out of disk space (`ENOSPC`,
+//! `EDQUOT`, met by the renderer or by the store) fails with
+//! [`JobError::StorageFull`]; one whose renderer aborts under its memory
+//! cap (see [`crate::render::memory`]) fails alone with a 422.
 //!
 //! * `lending`: renderers parked between jobs, lent to a busy neighbour.
 //! * `fan_out`: one job's pages spread over borrowed renderers.
@@ -31,7 +35,9 @@ use crate::render::engine::EngineStatus;
 use crate::render::pages::PageRanges;
 use crate::render::process::{RenderError, Rendered, Renderer, RendererSpec};
 use crate::render::protocol::{FailKind, PageInfo, Request, Source};
-use crate::storage::{page_file_name, ImageFormat, JobInput, PageStore, StoredPage};
+use crate::storage::{
+    is_storage_full, page_file_name, ImageFormat, JobInput, PageStore, StoredPage,
+};
 
 pub use lending::{RendererSlot, RendererSlots};
 
@@ -73,8 +79,27 @@ pub struct PdfSettings {
 pub enum PdfError {
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// The renderer aborted under its address-space cap (`cap_mb` MiB).
+    #[error("the document needs more memory than a renderer may use ({cap_mb} MB, the smaller of PDF_RENDERER_MEMORY_LIMIT_MB and PDF_RENDERER_MEMORY_BUDGET_MB / PDF_WORKERS); pdfium ran out and the renderer aborted")]
+    OutOfMemory { cap_mb: u64 },
     #[error("cannot store the job's pages: {0}")]
     Output(std::io::Error),
+}
+
+impl PdfError {
+    /// A renderer's failure: one that died of `abort()` ran out of memory
+    /// under its cap of `cap_bytes`. pdfium calls abort() when an
+    /// allocation fails (FX_OutOfMemoryTerminate), as it does under the
+    /// renderer's RLIMIT_AS cap (so does Rust's allocation-failure
+    /// handler). Other deaths (SIGSEGV, traps) stay crashes.
+    fn of_render(e: RenderError, cap_bytes: u64) -> PdfError {
+        match e {
+            RenderError::Crashed { exit, .. } if exit.is_abort() => PdfError::OutOfMemory {
+                cap_mb: cap_bytes >> 20,
+            },
+            e => PdfError::Render(e),
+        }
+    }
 }
 
 impl From<PdfError> for JobError {
@@ -85,21 +110,18 @@ impl From<PdfError> for JobError {
                     JobError::Invalid(message)
                 }
                 FailKind::Engine => JobError::Failed(message),
+                FailKind::Storage => JobError::StorageFull(message),
             },
-            // pdfium calls abort() when an allocation fails
-            // (FX_OutOfMemoryTerminate), as it does under the renderer's
-            // RLIMIT_AS cap (so does Rust's allocation-failure handler):
-            // the document needs more memory than a renderer may use.
-            // Other deaths (SIGSEGV, traps) stay 500.
-            PdfError::Render(RenderError::Crashed { exit, .. }) if exit.is_abort() => {
-                JobError::Invalid(
-                    "the document needs more memory than a renderer may use (PDF_RENDERER_MEMORY_LIMIT_MB); pdfium ran out and the renderer aborted".into(),
-                )
-            }
+            // The document asks for more than its share of memory: the
+            // request's fault (422), and other jobs carry on.
+            e @ PdfError::OutOfMemory { .. } => JobError::Invalid(e.to_string()),
             PdfError::Render(RenderError::Cancelled) => JobError::Cancelled,
             PdfError::Render(RenderError::Unavailable(reason)) => JobError::Unavailable(reason),
             PdfError::Render(e @ (RenderError::Crashed { .. } | RenderError::Io(_))) => {
                 JobError::Failed(e.to_string())
+            }
+            PdfError::Output(e) if is_storage_full(&e) => {
+                JobError::StorageFull(format!("no space left to store the job's pages: {e}"))
             }
             PdfError::Output(e) => JobError::Failed(format!("cannot store the job's pages: {e}")),
         }
@@ -344,7 +366,8 @@ impl Worker for PdfWorker {
         self.after_job(&result);
         self.replace_lost();
         self.park();
-        let rendered = result?;
+        let cap = self.settings.renderer.memory_limit_bytes;
+        let rendered = result.map_err(|e| PdfError::of_render(e, cap))?;
         if let Some(e) = store_error {
             return Err(PdfError::Output(e));
         }
@@ -355,5 +378,41 @@ impl Worker for PdfWorker {
             dpi: job.dpi,
             pages: stored,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::process::Exit;
+
+    #[test]
+    fn a_full_disk_met_by_the_renderer_or_the_store_is_storage_full() {
+        let renderer = PdfError::Render(RenderError::Job {
+            kind: FailKind::Storage,
+            message: "page 2: cannot write PNG: No space left on device".into(),
+        });
+        assert!(matches!(JobError::from(renderer), JobError::StorageFull(_)));
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let store = PdfError::Output(std::io::Error::from_raw_os_error(errno));
+            assert!(
+                matches!(JobError::from(store), JobError::StorageFull(_)),
+                "errno {errno}"
+            );
+        }
+        let other = PdfError::Output(std::io::Error::from_raw_os_error(libc::EACCES));
+        assert!(matches!(JobError::from(other), JobError::Failed(_)));
+    }
+
+    #[test]
+    fn an_abort_is_the_document_outgrowing_its_renderer_s_cap_and_other_deaths_are_crashes() {
+        let crashed = |exit| RenderError::Crashed { exit, detail: None };
+        let abort = PdfError::of_render(crashed(Exit::Signal(libc::SIGABRT)), 300 << 20);
+        let JobError::Invalid(message) = JobError::from(abort) else {
+            panic!("an abort is the document's fault");
+        };
+        assert!(message.contains("300 MB"), "{message}");
+        let segv = PdfError::of_render(crashed(Exit::Signal(libc::SIGSEGV)), 300 << 20);
+        assert!(matches!(JobError::from(segv), JobError::Failed(_)));
     }
 }
