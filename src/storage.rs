@@ -213,18 +213,16 @@ impl Drop for LocalInput {
     }
 }
 
+/// A store operation that only succeeds or fails.
+pub type StoreOp<'a> = BoxFuture<'a, io::Result<()>>;
+
 /// Where pages and kept inputs go, and where they are served from.
 pub trait PageStore: Send + Sync + 'static {
     /// A fresh scratch folder for the renderers of `job_id`.
     fn scratch(&self, job_id: Uuid) -> io::Result<Scratch>;
 
     /// Takes a finished page out of scratch space into the store.
-    fn put_page<'a>(
-        &'a self,
-        job_id: Uuid,
-        page: &'a StoredPage,
-        file: &'a Path,
-    ) -> BoxFuture<'a, io::Result<()>>;
+    fn put_page<'a>(&'a self, job_id: Uuid, page: &'a StoredPage, file: &'a Path) -> StoreOp<'a>;
 
     /// A page's bytes, or `None` if the store has no such page.
     fn get_page(
@@ -237,7 +235,7 @@ pub trait PageStore: Send + Sync + 'static {
     fn list_pages(&self, job_id: Uuid) -> BoxFuture<'_, io::Result<Vec<(u32, ImageFormat)>>>;
 
     /// Removes every page of a job (failed, undelivered or expired).
-    fn remove_pages(&self, job_id: Uuid) -> BoxFuture<'_, io::Result<()>>;
+    fn remove_pages(&self, job_id: Uuid) -> StoreOp<'_>;
 
     /// Jobs with pages whose newest write is older than `before` (the
     /// retention of jobs that have no record).
@@ -249,7 +247,7 @@ pub trait PageStore: Send + Sync + 'static {
     /// Whether a recorded input can still be read.
     fn has_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, bool>;
 
-    fn remove_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, io::Result<()>>;
+    fn remove_input<'a>(&'a self, input: &'a InputRef) -> StoreOp<'a>;
 
     /// A file the renderers can read the input from; bytes are spooled
     /// to a file of their own (removed when the returned value drops).
@@ -311,12 +309,7 @@ impl PageStore for LocalPages {
         Ok(Scratch { dir })
     }
 
-    fn put_page<'a>(
-        &'a self,
-        job_id: Uuid,
-        page: &'a StoredPage,
-        file: &'a Path,
-    ) -> BoxFuture<'a, io::Result<()>> {
+    fn put_page<'a>(&'a self, job_id: Uuid, page: &'a StoredPage, file: &'a Path) -> StoreOp<'a> {
         Box::pin(async move {
             let dir = self.layout.job_dir(job_id);
             std::fs::create_dir_all(&dir)?;
@@ -355,7 +348,7 @@ impl PageStore for LocalPages {
         })
     }
 
-    fn remove_pages(&self, job_id: Uuid) -> BoxFuture<'_, io::Result<()>> {
+    fn remove_pages(&self, job_id: Uuid) -> StoreOp<'_> {
         Box::pin(async move {
             not_found_is_none(std::fs::remove_dir_all(self.layout.job_dir(job_id)))?;
             Ok(())
@@ -399,7 +392,7 @@ impl PageStore for LocalPages {
         })
     }
 
-    fn remove_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, io::Result<()>> {
+    fn remove_input<'a>(&'a self, input: &'a InputRef) -> StoreOp<'a> {
         Box::pin(async move {
             if let InputRef::Kept { job_id } = input {
                 not_found_is_none(std::fs::remove_file(self.layout.input(*job_id)))?;

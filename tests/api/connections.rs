@@ -17,6 +17,20 @@ use crate::helpers::{eventually, fixture, spawn_app, spawn_binary, test_config, 
 /// few hundred ms firing): the test asserts it happens, not how fast.
 const SOON: Duration = Duration::from_secs(10);
 
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A test server whose job routes allow `per_minute` requests per client.
+fn rate_limited(per_minute: u32) -> Config {
+    let mut config = test_config();
+    config.rate_limit = RateLimitConfig {
+        per_minute,
+        burst: 1,
+    };
+    config
+}
+
 fn with_connections(edit: impl FnOnce(&mut jobserver::config::ConnectionConfig)) -> Config {
     let mut config = test_config();
     edit(&mut config.connections);
@@ -84,11 +98,7 @@ async fn a_request_head_that_never_ends_is_cut_by_the_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_its_timeout_but_a_long_answer_is_not() {
-    let app = spawn_app(with_connections(|c| {
-        c.keep_alive_timeout = Duration::from_millis(300);
-        c.header_read_timeout = Duration::from_millis(300);
-    }))
-    .await;
+    let app = spawn_app(with_connections(|c| c.keep_alive_timeout = ms(300))).await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     assert!(request_on(&mut stream, "/livez")
         .await
@@ -221,11 +231,7 @@ async fn an_answer_sent_before_the_body_is_read_reaches_a_client_still_sending()
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_rate_limits_key_on_the_forwarded_client() {
-    let mut config = test_config();
-    config.rate_limit = RateLimitConfig {
-        per_minute: 1,
-        burst: 1,
-    };
+    let mut config = rate_limited(1);
     config.connections.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     let app = spawn_app(config).await;
     let status = |client: &'static str| {
@@ -257,12 +263,7 @@ async fn behind_a_trusted_proxy_rate_limits_key_on_the_forwarded_client() {
     );
 
     // From an untrusted peer the header is the client's own word: ignored.
-    let mut config = test_config();
-    config.rate_limit = RateLimitConfig {
-        per_minute: 1,
-        burst: 1,
-    };
-    let direct = spawn_app(config).await;
+    let direct = spawn_app(rate_limited(1)).await;
     let api = Api::at(direct.addr);
     let forged = |ip: &'static str| {
         api.get_with(

@@ -14,7 +14,8 @@ use futures::future::BoxFuture;
 use jobserver::config::PoolConfig;
 use jobserver::routes::standard_kinds;
 use jobserver::storage::{
-    ImageFormat, InputRef, JobInput, Layout, LocalInput, LocalPages, PageStore, Scratch, StoredPage,
+    ImageFormat, InputRef, JobInput, Layout, LocalInput, LocalPages, PageStore, Scratch, StoreOp,
+    StoredPage,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -128,12 +129,7 @@ impl PageStore for FillingUp {
         self.inner.scratch(job_id)
     }
 
-    fn put_page<'a>(
-        &'a self,
-        job_id: Uuid,
-        page: &'a StoredPage,
-        file: &'a Path,
-    ) -> BoxFuture<'a, io::Result<()>> {
+    fn put_page<'a>(&'a self, job_id: Uuid, page: &'a StoredPage, file: &'a Path) -> StoreOp<'a> {
         let taken = self
             .room
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
@@ -155,7 +151,7 @@ impl PageStore for FillingUp {
         self.inner.list_pages(job_id)
     }
 
-    fn remove_pages(&self, job_id: Uuid) -> BoxFuture<'_, io::Result<()>> {
+    fn remove_pages(&self, job_id: Uuid) -> StoreOp<'_> {
         self.inner.remove_pages(job_id)
     }
 
@@ -171,7 +167,7 @@ impl PageStore for FillingUp {
         self.inner.has_input(input)
     }
 
-    fn remove_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, io::Result<()>> {
+    fn remove_input<'a>(&'a self, input: &'a InputRef) -> StoreOp<'a> {
         self.inner.remove_input(input)
     }
 
