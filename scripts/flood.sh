@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Hostile clients, full size, against a release build: an upload flood and
+# a slowloris, with what the server's memory and a normal client saw.
+#
+#   bash scripts/flood.sh            # builds the release binary if needed
+#
+# Environment: UPLOADS (60), UPLOAD_MB (94), SLOW_CONNECTIONS (20000).
+# Prints a Markdown report on stdout (docs/hostile.md holds the last one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+uploads=${UPLOADS:-60}
+upload_mb=${UPLOAD_MB:-94}
+slow=${SLOW_CONNECTIONS:-20000}
+target=${CARGO_TARGET_DIR:-target}
+bin=${JOBSERVER_BIN:-$target/release/jobserver}
+[ -x "$bin" ] || cargo build --release >&2
+
+tmp=$(mktemp -d)
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# A valid PDF padded to the upload size (a comment after the end).
+python3 - "$tmp/big.pdf" "$upload_mb" <<'EOF'
+import sys
+path, mb = sys.argv[1], int(sys.argv[2])
+pdf = open("data/sample.pdf", "rb").read()
+with open(path, "wb") as out:
+    out.write(pdf)
+    out.write(b"\n%" + b"x" * (mb * 1000 * 1000 - len(pdf) - 2))
+EOF
+
+port=$((20000 + RANDOM % 20000))
+base="http://127.0.0.1:$port"
+BIND_ADDR="127.0.0.1:$port" OUTPUT_DIR="$tmp/out" DATA_DIR=data PDF_WORKERS=1 \
+  PDF_QUEUE_CAPACITY=1 RATE_LIMIT_PER_MINUTE=0 RUST_LOG=warn "$bin" >"$tmp/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do curl -fs "$base/livez" >/dev/null && break; sleep 0.1; done
+
+hwm() { awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$server_pid/status"; }
+rss() { awk '/VmRSS/ { print int($2 / 1024) }' "/proc/$server_pid/status"; }
+idle_rss=$(rss)
+
+# 1. Upload flood: every client sends its whole body at once (no
+# `Expect: 100-continue`), so a refusal must be read while it sends.
+for i in $(seq "$uploads"); do
+  curl -s -o /dev/null -H 'Expect:' -H 'Content-Type: application/pdf' \
+    -w '%{http_code} %{time_total}\n' --data-binary @"$tmp/big.pdf" \
+    "$base/jobs/pdf?dpi=36&pages=1" >"$tmp/upload.$i" &
+done
+for job in $(jobs -p); do [ "$job" = "$server_pid" ] || wait "$job" || true; done
+flood_peak=$(hwm)
+sleep 1
+flood_after=$(rss)
+statuses=$(cat "$tmp"/upload.* | awk '{ print $1 }' | sort | uniq -c | awk '{ printf "%s%s × %s", (NR > 1 ? ", " : ""), $1, $2 }')
+refused_ms=$(cat "$tmp"/upload.* | awk '$1 == 503 { print $2 * 1000 }' | sort -n |
+  awk '{ v[NR] = $1 } END { if (NR) printf "median %.0f ms, max %.0f ms", v[int((NR + 1) / 2)], v[NR]; else print "none" }')
+
+# 2. Slowloris: one client (127.0.0.2) opens SLOW_CONNECTIONS connections,
+# each with half a request head, while a normal client asks for /livez
+# and a small PDF job.
+ulimit -n 65536 2>/dev/null || true
+python3 - "$port" "$slow" >"$tmp/slowloris.out" <<'EOF' &
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+socks, refused = [], 0
+for _ in range(n):
+    s = socket.socket()
+    s.bind(("127.0.0.2", 0))
+    try:
+        s.connect(("127.0.0.1", port))
+        s.send(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+        socks.append(s)
+    except OSError:
+        refused += 1
+print(f"opened {len(socks)}, connect errors {refused}", flush=True)
+time.sleep(15)
+closed = 0
+for s in socks:
+    s.setblocking(False)
+    try:
+        while True:
+            if not s.recv(65536):
+                closed += 1
+                break
+    except BlockingIOError:
+        pass
+    except OSError:
+        closed += 1
+print(f"closed by the server after 15 s: {closed} of {len(socks)}", flush=True)
+EOF
+loris=$!
+sleep 5
+livez=$(for _ in 1 2 3 4 5; do curl -s -o /dev/null -w '%{time_total}\n' "$base/livez"; done |
+  sort -n | awk '{ v[NR] = $1 * 1000 } END { printf "%.1f ms median, %.1f ms max", v[3], v[5] }')
+pdf=$(curl -s -o /dev/null -w '%{http_code} in %{time_total} s' -H 'Content-Type: application/pdf' \
+  --data-binary @data/sample.pdf "$base/jobs/pdf?dpi=36&pages=1")
+open_during=$(curl -s "$base/metrics" | awk '/^jobserver_connections_open / { print $2 }')
+refused_conns=$(curl -s "$base/metrics" | awk '/^jobserver_connections_refused_total\{reason="per_client"\}/ { print $2 }')
+wait "$loris" || true
+header_cut=$(curl -s "$base/metrics" | awk '/^jobserver_connections_timed_out_total\{phase="header"\}/ { print $2 }')
+accept_errors=$(grep -c "accept failed" "$tmp/server.log" || true)
+
+cat <<EOF
+Measured by \`bash scripts/flood.sh\` ($(basename "$(dirname "$bin")") build, PDF_WORKERS=1, PDF_QUEUE_CAPACITY=1,
+rate limit off, every other setting at its default), $(date -u +%Y-%m-%d), $(nproc) cores.
+
+| what was tried | what happened |
+|---|---|
+| $uploads concurrent uploads of $upload_mb MB to \`POST /jobs/pdf\`, bodies sent without waiting (\`Expect:\` off) | statuses: $statuses; refused ones answered from their headers in $refused_ms; server peak RSS **$flood_peak MB** (idle: $idle_rss MB), $flood_after MB resident 1 s after |
+| $slow connections from 127.0.0.2, each with half a request head | $(head -1 "$tmp/slowloris.out"); $open_during connections open during the attack, $refused_conns refused at accept (MAX_CONNECTIONS_PER_CLIENT), $header_cut cut by HEADER_READ_TIMEOUT_MS; $(tail -1 "$tmp/slowloris.out"); accept errors logged: $accept_errors |
+| meanwhile, a normal client on 127.0.0.1 | \`/livez\`: $livez; a one-page PDF job: $pdf |
+EOF
