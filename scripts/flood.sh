@@ -18,11 +18,7 @@ bin=${JOBSERVER_BIN:-$target/release/jobserver}
 
 tmp=$(mktemp -d)
 server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+trap '[ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 # A valid PDF padded to the upload size (a comment after the end).
 python3 - "$tmp/big.pdf" "$upload_mb" <<'EOF'

@@ -809,10 +809,13 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The client of a request from `peer` behind proxies in 10.0.0.0/8.
+    fn client(peer: &str, headers: &HeaderMap) -> IpAddr {
+        client_addr(ip(peer), headers, &behind("10.0.0.0/8"))
+    }
+
     #[test]
     fn forwarded_addresses_count_only_from_a_trusted_peer() {
-        let config = behind("10.0.0.0/8");
-        let client = |peer: &str, h: &HeaderMap| client_addr(ip(peer), h, &config);
         let forged = headers(&[("x-forwarded-for", "1.2.3.4")]);
         assert_eq!(client("192.0.2.7", &forged), ip("192.0.2.7"));
         assert_eq!(client("10.0.0.2", &forged), ip("1.2.3.4"));
@@ -820,8 +823,6 @@ mod tests {
 
     #[test]
     fn the_client_is_the_rightmost_address_that_is_not_a_trusted_proxy() {
-        let config = behind("10.0.0.0/8");
-        let client = |peer: &str, h: &HeaderMap| client_addr(ip(peer), h, &config);
         // The client forged 6.6.6.6; the edge proxy appended the real peer
         // 203.0.113.9, an inner proxy appended the edge 10.1.1.1.
         let chain = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.1.1.1")]);

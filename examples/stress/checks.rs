@@ -102,7 +102,14 @@ pub fn judge(r: &Record, limited: bool, term: Option<Instant>) -> Result<(), Str
     }
     let (ok_status, pdf) = match r.expect {
         Expect::Before(s) | Expect::Page(s) => {
-            return if status == s {
+            // Admission, from the headers, comes before the body is read:
+            // a full queue or upload budget answers a bad body first.
+            let refused_first = matches!(r.expect, Expect::Before(_))
+                && status == 503
+                && (matches!(code, "queue_full" | "too_many_jobs" | "uploads_in_flight")
+                    && retry_after
+                    || code == "shutting_down" && term.is_some());
+            return if status == s || refused_first {
                 Ok(())
             } else {
                 Err(format!("{status} {code} ({message}); expected {s}"))

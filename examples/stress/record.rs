@@ -61,7 +61,10 @@ pub enum Expect {
     /// A job the worker refuses (unreadable PDF, pages it lacks): 422 in
     /// place of 200, otherwise as `Job`.
     JobInvalid { pdf: bool },
-    /// Refused before the queue with exactly this status.
+    /// Refused while the job is built, with exactly this status, unless
+    /// admission (from the headers, before the body) refused it first:
+    /// 503 `queue_full`, `too_many_jobs` or `uploads_in_flight` with
+    /// `Retry-After`, or `shutting_down` while draining.
     Before(u16),
     /// `GET /jobs/{id}/pages/{n}` with this status.
     Page(u16),

@@ -334,6 +334,13 @@ impl AsyncJobs {
 
     /// The job an idempotency key names, if any. The same key with another
     /// request is refused (422): the key promised the same request.
+    /// Whether a job already holds the idempotency key `key` (whatever its
+    /// request was).
+    pub async fn key_is_taken(&self, key: &str) -> Result<bool, ApiError> {
+        let record = self.records.find_by_key(key.to_string()).await;
+        Ok(record.map_err(unreadable)?.is_some())
+    }
+
     pub async fn find_by_key(&self, idem: &Idempotency) -> Result<Option<JobSnapshot>, ApiError> {
         let record = self
             .records

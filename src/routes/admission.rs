@@ -15,6 +15,10 @@
 //! 3. in async mode (query or headers), a place for the job's record
 //!    ([`crate::jobs::RecordPlace`], `MAX_TRACKED_JOBS`).
 //!
+//! An async request whose `Idempotency-Key` a job already holds takes no
+//! places: it is a retry, answered from that job (or refused as a reused
+//! key) once its body is read, however full the queue is.
+//!
 //! Any refusal is the 503 (or 413) the client gets, with the body unread:
 //! the connection layer then closes the connection in stages so the client
 //! reads the answer. The places pass to the job when it is queued; the
@@ -52,6 +56,8 @@ pub struct Admission<K: JobKind> {
     pub mode: AsyncMode,
     queue: Option<Place<K::Worker>>,
     record: Option<RecordPlace>,
+    /// An async retry under a key a job holds: it takes no places.
+    replay: bool,
     _upload: Option<UploadBytes>,
 }
 
@@ -66,17 +72,26 @@ impl<K: JobKind> FromRequestParts<AppState> for Admission<K> {
         super::submit::refuse_if_unavailable(&*kind)?;
         super::submit::refuse_if_no_room::<K>(state)?;
         let upload = take_upload_bytes(parts, state)?;
-        let queue = Some(kind.queue().reserve()?);
-        let record = if mode.is_async {
-            Some(state.jobs.reserve_record()?)
-        } else {
-            None
+        // A retry under a key already used is answered from its job (or
+        // refused as a reused key) once the body is read: it needs no place.
+        let replay = match (&mode.idempotency_key, mode.is_async) {
+            (Some(key), true) => state.jobs.key_is_taken(key).await?,
+            _ => false,
+        };
+        let queue = match replay {
+            true => None,
+            false => Some(kind.queue().reserve()?),
+        };
+        let record = match mode.is_async && !replay {
+            true => Some(state.jobs.reserve_record()?),
+            false => None,
         };
         Ok(Admission {
             kind,
             mode,
             queue,
             record,
+            replay,
             _upload: upload,
         })
     }
@@ -119,7 +134,7 @@ impl<K: JobKind> Admission<K> {
     pub fn apply_mode(&mut self, state: &AppState, mode: Option<&str>) -> Result<(), ApiError> {
         self.mode.apply(mode)?;
         match (self.mode.is_async, self.record.is_some()) {
-            (true, false) => self.record = Some(state.jobs.reserve_record()?),
+            (true, false) if !self.replay => self.record = Some(state.jobs.reserve_record()?),
             (false, true) => self.record = None,
             _ => {}
         }
@@ -140,6 +155,7 @@ impl<K: JobKind> Admission<K> {
             queue,
             record,
             _upload,
+            ..
         } = self;
         let submit = Submit {
             state,

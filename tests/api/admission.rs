@@ -175,3 +175,34 @@ async fn an_upload_cut_by_the_body_timeout_gives_its_place_back() {
     app.assert_pdf_renders("in the place the stalled upload held")
         .await;
 }
+
+#[tokio::test]
+async fn a_retry_under_its_idempotency_key_is_answered_however_full_the_queue() {
+    let mut config = test_config();
+    config.message = PoolConfig::new(1, 1, Duration::from_secs(10));
+    let app = spawn_app(config).await;
+    app.submit_running_message(1_500).await;
+    let key = ("idempotency-key", "retry-1");
+    let body = serde_json::json!({"text": "once"});
+    let first = app
+        .post_json_with("/jobs/message?mode=async", key, body.clone())
+        .await;
+    assert_eq!(first.status(), 202, "takes the last place");
+    let full = app
+        .async_message(serde_json::json!({"text": "other"}))
+        .await;
+    assert_eq!(full.status(), 503, "the queue is full");
+    let retry = app
+        .post_json_with("/jobs/message?mode=async", key, body)
+        .await;
+    assert_eq!(retry.status(), 202, "a retry needs no place");
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let reused = app
+        .post_json_with(
+            "/jobs/message?mode=async",
+            key,
+            serde_json::json!({"text": "else"}),
+        )
+        .await;
+    assert_eq!(reused.status(), 422, "the key names another request");
+}
