@@ -4,14 +4,15 @@
 #
 #   bash scripts/flood.sh            # builds the release binary if needed
 #
-# Environment: UPLOADS (60), UPLOAD_MB (94), SLOW_CONNECTIONS (20000).
+# Environment: UPLOADS (60), UPLOAD_MB (94), SLOW_CONNECTIONS (19000; the
+# attacking client needs as many descriptors).
 # Prints a Markdown report on stdout (docs/hostile.md holds the last one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 uploads=${UPLOADS:-60}
 upload_mb=${UPLOAD_MB:-94}
-slow=${SLOW_CONNECTIONS:-20000}
+slow=${SLOW_CONNECTIONS:-19000}
 target=${CARGO_TARGET_DIR:-target}
 bin=${JOBSERVER_BIN:-$target/release/jobserver}
 [ -x "$bin" ] || cargo build --release >&2
@@ -61,11 +62,17 @@ refused_ms=$(cat "$tmp"/upload.* | awk '$1 == 503 { print $2 * 1000 }' | sort -n
 # and a small PDF job.
 ulimit -n 65536 2>/dev/null || true
 python3 - "$port" "$slow" >"$tmp/slowloris.out" <<'EOF' &
-import socket, sys, time
+import resource, socket, sys, time
 port, n = int(sys.argv[1]), int(sys.argv[2])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 socks, refused = [], 0
 for _ in range(n):
-    s = socket.socket()
+    try:
+        s = socket.socket()
+    except OSError:
+        refused += 1
+        continue
     s.bind(("127.0.0.2", 0))
     try:
         s.connect(("127.0.0.1", port))
@@ -96,8 +103,8 @@ livez=$(for _ in 1 2 3 4 5; do curl -s -o /dev/null -w '%{time_total}\n' "$base/
 pdf=$(curl -s -o /dev/null -w '%{http_code} in %{time_total} s' -H 'Content-Type: application/pdf' \
   --data-binary @data/sample.pdf "$base/jobs/pdf?dpi=36&pages=1")
 open_during=$(curl -s "$base/metrics" | awk '/^jobserver_connections_open / { print $2 }')
-refused_conns=$(curl -s "$base/metrics" | awk '/^jobserver_connections_refused_total\{reason="per_client"\}/ { print $2 }')
 wait "$loris" || true
+refused_conns=$(curl -s "$base/metrics" | awk '/^jobserver_connections_refused_total\{reason="per_client"\}/ { print $2 }')
 header_cut=$(curl -s "$base/metrics" | awk '/^jobserver_connections_timed_out_total\{phase="header"\}/ { print $2 }')
 accept_errors=$(grep -c "accept failed" "$tmp/server.log" || true)
 
@@ -107,7 +114,7 @@ rate limit off, every other setting at its default), $(date -u +%Y-%m-%d), $(npr
 
 | what was tried | what happened |
 |---|---|
-| $uploads concurrent uploads of $upload_mb MB to \`POST /jobs/pdf\`, bodies sent without waiting (\`Expect:\` off) | statuses: $statuses; refused ones answered from their headers in $refused_ms; server peak RSS **$flood_peak MB** (idle: $idle_rss MB), $flood_after MB resident 1 s after |
-| $slow connections from 127.0.0.2, each with half a request head | $(head -1 "$tmp/slowloris.out"); $open_during connections open during the attack, $refused_conns refused at accept (MAX_CONNECTIONS_PER_CLIENT), $header_cut cut by HEADER_READ_TIMEOUT_MS; $(tail -1 "$tmp/slowloris.out"); accept errors logged: $accept_errors |
+| $uploads concurrent uploads of $upload_mb MB to \`POST /jobs/pdf\`, bodies sent without waiting (\`Expect:\` off) | statuses: $statuses; refused ones answered from their headers, curl's total time (its own sending included) $refused_ms; server peak RSS **$flood_peak MB** (idle: $idle_rss MB), $flood_after MB resident 1 s after |
+| $slow connections from 127.0.0.2, each with half a request head | $(head -1 "$tmp/slowloris.out"); $open_during connections open 5 s into the attack; in all $refused_conns refused at accept (MAX_CONNECTIONS_PER_CLIENT) and $header_cut cut by HEADER_READ_TIMEOUT_MS; $(tail -1 "$tmp/slowloris.out"); accept errors logged: $accept_errors |
 | meanwhile, a normal client on 127.0.0.1 | \`/livez\`: $livez; a one-page PDF job: $pdf |
 EOF
