@@ -7,6 +7,8 @@
 #       every request once, then "queue_full" 4 times at once (503)
 #   server B (RATE_LIMIT_PER_MINUTE=1 RATE_LIMIT_BURST=1):
 #       "rate_limited" 3 times at once (429)
+#   server C (API keys, ADMIN_BIND_ADDR): every request once, of which the
+#       "API keys" and admin ones are checked
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +68,14 @@ stop
 start RATE_LIMIT_PER_MINUTE=1 RATE_LIMIT_BURST=1
 send --name rate_limited --repeat 3 --repeat-mode parallel >"$work/rate_limited.json"
 stop
+start API_KEYS=alice=alice-key-0123456789,bob=bob-key-0123456789ab \
+  ADMIN_BIND_ADDR=127.0.0.1:8001 RATE_LIMIT_PER_MINUTE=0
+send --all >"$work/keyed.json"
+stop
 
+keyed=()
+for name in keys_missing keys_unknown alice_job alice_sees bob_blind admin_status admin_metrics status_moved; do
+  keyed+=("$name=$work/keyed.json")
+done
 python3 scripts/check_api_http.py api.http "$work/all.json" \
-  queue_full="$work/queue_full.json" rate_limited="$work/rate_limited.json"
+  queue_full="$work/queue_full.json" rate_limited="$work/rate_limited.json" "${keyed[@]}"

@@ -46,12 +46,24 @@ pub enum ApiError {
     RequestTimeout(String),
     #[error("{0}")]
     Invalid(String),
+    /// No API key, or one not known, while keys are on (`API_KEYS`).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("too many requests; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// The tenant holds its share of a queue's places while others wait.
+    #[error("tenant {tenant} holds its fair share of the {queue} queue ({share} of {capacity} places) while other tenants wait; retry in {retry_after} s")]
+    FairShare {
+        tenant: std::sync::Arc<str>,
+        queue: &'static str,
+        share: usize,
+        capacity: usize,
+        retry_after: u64,
+    },
     #[error("the {queue} queue is full ({capacity} waiting); retry in {retry_after} s")]
     QueueFull {
         queue: &'static str,
@@ -99,9 +111,11 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::FairShare { .. } => (StatusCode::TOO_MANY_REQUESTS, "fair_share"),
             ApiError::QueueFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::UploadsInFlight { .. } => {
@@ -137,6 +151,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::RateLimited { retry_after }
+            | ApiError::FairShare { retry_after, .. }
             | ApiError::QueueFull { retry_after, .. }
             | ApiError::TooManyJobs { retry_after, .. }
             | ApiError::UploadsInFlight { retry_after, .. } => Some(*retry_after),
@@ -158,6 +173,8 @@ impl ApiError {
                 Some(RejectReason::QueueFull)
             }
             ApiError::RateLimited { .. } => Some(RejectReason::RateLimited),
+            ApiError::FairShare { .. } => Some(RejectReason::FairShare),
+            ApiError::InsufficientStorage(_) => Some(RejectReason::InsufficientStorage),
             ApiError::UploadsInFlight { .. } => Some(RejectReason::UploadsInFlight),
             ApiError::PayloadTooLarge(_) => Some(RejectReason::TooLarge),
             ApiError::BadRequest(_)
@@ -194,6 +211,19 @@ impl From<QueueError> for ApiError {
                 retry_after,
             },
             QueueError::ShuttingDown => ApiError::ShuttingDown,
+            QueueError::FairShare {
+                tenant,
+                queue,
+                share,
+                capacity,
+                retry_after,
+            } => ApiError::FairShare {
+                tenant,
+                queue,
+                share,
+                capacity,
+                retry_after,
+            },
             QueueError::Job { job_id, source } => ApiError::Job { job_id, source },
         }
     }
@@ -220,6 +250,12 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(reason) = self.reject_reason() {
             response.extensions_mut().insert(Rejected(reason));
+        }
+        if let ApiError::Unauthorized(_) = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"jobserver\""),
+            );
         }
         if let Some(secs) = self.retry_after() {
             response

@@ -157,7 +157,21 @@ impl<S: Send + Sync> FromRequestParts<S> for AsyncMode {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        AsyncMode::read(parts.uri.query(), &parts.headers)
+        AsyncMode::of_request(parts)
+    }
+}
+
+impl AsyncMode {
+    /// The mode a request's head asks for, its `Idempotency-Key` scoped to
+    /// the request's tenant ([`crate::tenants::scoped_key`]).
+    pub fn of_request(parts: &Parts) -> Result<Self, ApiError> {
+        let mut mode = AsyncMode::read(parts.uri.query(), &parts.headers)?;
+        if let Some(caller) = parts.extensions.get::<crate::tenants::Caller>() {
+            mode.idempotency_key = mode
+                .idempotency_key
+                .map(|key| crate::tenants::scoped_key(caller, &key));
+        }
+        Ok(mode)
     }
 }
 

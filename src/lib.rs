@@ -26,6 +26,8 @@
 //! * [`jobs`]: async jobs. Their state and events in memory, their records
 //!   (SQLite, so they survive a crash), recovery, retention and the lease
 //!   of the one instance that runs the singletons.
+//! * [`tenants`]: optional API keys, the tenant a request is, and what it
+//!   may see of other tenants' jobs (nothing).
 //! * [`error`]: the way out. One error enum, one JSON shape, one status map.
 //! * [`config`], [`clock`], [`metrics`], [`startup`], [`telemetry`]:
 //!   configuration from the environment, time, measurements, start and
@@ -47,4 +49,5 @@ pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod tenants;
 pub mod workers;

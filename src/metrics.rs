@@ -201,15 +201,19 @@ pub enum RejectReason {
     TooLarge,
     Invalid,
     UploadsInFlight,
+    FairShare,
+    InsufficientStorage,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::QueueFull,
         RejectReason::RateLimited,
         RejectReason::TooLarge,
         RejectReason::Invalid,
         RejectReason::UploadsInFlight,
+        RejectReason::FairShare,
+        RejectReason::InsufficientStorage,
     ];
 
     pub fn label(self) -> &'static str {
@@ -219,6 +223,8 @@ impl RejectReason {
             RejectReason::TooLarge => "too_large",
             RejectReason::Invalid => "invalid",
             RejectReason::UploadsInFlight => "uploads_in_flight",
+            RejectReason::FairShare => "fair_share",
+            RejectReason::InsufficientStorage => "insufficient_storage",
         }
     }
 }

@@ -32,6 +32,8 @@ use crate::state::{AppState, Registry};
 
 pub struct Application {
     listener: TcpListener,
+    /// The operators' listener (`ADMIN_BIND_ADDR`), when set.
+    admin: Option<TcpListener>,
     state: AppState,
 }
 
@@ -44,12 +46,25 @@ impl Application {
     /// Binds `config.bind_addr` and starts the worker types of `registry`.
     pub async fn build_with(config: Config, registry: Registry) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.bind_addr).await?;
+        let admin = match config.admin_bind_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         let state = AppState::start(config, registry).await?;
-        Ok(Application { listener, state })
+        Ok(Application {
+            listener,
+            admin,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The admin listener's address, when `ADMIN_BIND_ADDR` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -61,7 +76,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let Application { listener, state } = self;
+        let Application {
+            listener,
+            admin,
+            state,
+        } = self;
         let grace = state.config.shutdown_grace;
         let (joined_tx, joined_rx) = tokio::sync::oneshot::channel();
         let drainer = state.clone();
@@ -100,6 +119,23 @@ impl Application {
                 "MAX_CONNECTIONS lowered to what the file-descriptor limit allows"
             );
         }
+        // The admin listener outlives the drain, so operators can watch it;
+        // it stops once the main one has.
+        let (stopped_tx, mut stopped_rx) = tokio::sync::watch::channel(false);
+        let admin = admin.map(|listener| {
+            let (router, conn) = (crate::routes::admin_router(state.clone()), conn.clone());
+            let stats = Arc::new(serve::ConnectionStats::default());
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stopped_rx.wait_for(|stopped| *stopped).await;
+                };
+                if let Err(e) =
+                    serve::serve(listener, router, conn, ADMIN_CONNECTIONS, stats, stop).await
+                {
+                    tracing::error!("the admin listener failed: {e}");
+                }
+            })
+        });
         let connections = Arc::clone(&state.connections);
         serve::serve(
             listener,
@@ -110,6 +146,10 @@ impl Application {
             signal,
         )
         .await?;
+        let _ = stopped_tx.send(true);
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         match joined_rx.await {
             Ok(join) => {
                 if let Err(e) = join.await.unwrap_or_else(Err) {
@@ -132,6 +172,9 @@ impl Application {
 /// How long async jobs' tasks get, after the pools stopped, to record how
 /// their jobs ended.
 const ASYNC_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Connections the admin listener takes at once: operators and scrapers.
+const ADMIN_CONNECTIONS: usize = 64;
 
 /// Time between two sweeps: a quarter of the TTL, within bounds, so
 /// results are removed at most a quarter late.

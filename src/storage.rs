@@ -253,6 +253,13 @@ pub trait PageStore: Send + Sync + 'static {
     /// to a file of their own (removed when the returned value drops).
     fn local_input(&self, job_id: Uuid, input: &JobInput) -> io::Result<LocalInput>;
 
+    /// Records the tenant a job's pages belong to (a sync job's: an async
+    /// one's is in its record), before their URLs are given out.
+    fn set_owner<'a>(&'a self, job_id: Uuid, tenant: &'a str) -> StoreOp<'a>;
+
+    /// The tenant [`PageStore::set_owner`] recorded for a job, if any.
+    fn owner(&self, job_id: Uuid) -> BoxFuture<'_, io::Result<Option<String>>>;
+
     /// Bytes that may still be written where pages go, for the
     /// `MIN_FREE_DISK_MB` floor; `None` where that does not apply (a store
     /// without a local filesystem, or one that cannot be asked). Cheap:
@@ -284,6 +291,9 @@ impl LocalPages {
             .find(|(_, path)| path.is_file())
     }
 }
+
+/// The file in a job's folder that names its tenant.
+const OWNER_FILE: &str = ".tenant";
 
 /// Parses `page-NNN.<ext>`.
 fn parse_page_name(name: &str) -> Option<(u32, ImageFormat)> {
@@ -398,6 +408,20 @@ impl PageStore for LocalPages {
                 not_found_is_none(std::fs::remove_file(self.layout.input(*job_id)))?;
             }
             Ok(())
+        })
+    }
+
+    fn set_owner<'a>(&'a self, job_id: Uuid, tenant: &'a str) -> StoreOp<'a> {
+        Box::pin(async move {
+            let path = self.layout.job_dir(job_id).join(OWNER_FILE);
+            tokio::fs::write(path, tenant.as_bytes()).await
+        })
+    }
+
+    fn owner(&self, job_id: Uuid) -> BoxFuture<'_, io::Result<Option<String>>> {
+        Box::pin(async move {
+            let path = self.layout.job_dir(job_id).join(OWNER_FILE);
+            not_found_is_none(tokio::fs::read_to_string(path).await)
         })
     }
 

@@ -136,6 +136,10 @@ pub const ALL_VARS: &[&str] = &[
     "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_CLIENT",
     "TRUSTED_PROXIES",
+    "API_KEYS",
+    "API_KEYS_FILE",
+    "TENANT_WEIGHTS",
+    "ADMIN_BIND_ADDR",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
@@ -367,6 +371,12 @@ pub struct Config {
     pub max_upload_bytes_in_flight: u64,
     pub jobs: JobsConfig,
     pub connections: ConnectionConfig,
+    /// API keys (`API_KEYS`, `API_KEYS_FILE`) and their weights
+    /// (`TENANT_WEIGHTS`); none: the job routes are open.
+    pub tenants: crate::tenants::Tenants,
+    /// A second listener for `/status`, `/metrics` and the dashboard
+    /// (`ADMIN_BIND_ADDR`); `None`: they are served on `bind_addr`.
+    pub admin_bind_addr: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -394,6 +404,8 @@ impl Default for Config {
             max_upload_bytes_in_flight: DEFAULT_MAX_UPLOAD_BYTES_IN_FLIGHT,
             jobs: JobsConfig::default(),
             connections: ConnectionConfig::default(),
+            tenants: crate::tenants::Tenants::default(),
+            admin_bind_addr: None,
         }
     }
 }
@@ -415,7 +427,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(var: &str, value: impl ToString, reason: impl ToString) -> Self {
+    pub(crate) fn new(var: &str, value: impl ToString, reason: impl ToString) -> Self {
         ConfigError {
             var: var.to_string(),
             value: value.to_string(),
@@ -486,6 +498,14 @@ impl Config {
         if let Some(raw) = (lookup)("TRUSTED_PROXIES") {
             conn.trusted_proxies = parse_proxies(&raw)?;
         }
+        config.tenants = crate::tenants::Tenants::from_lookup(&lookup)?;
+        if let Some(raw) = (lookup)("ADMIN_BIND_ADDR").filter(|v| !v.trim().is_empty()) {
+            let addr = raw
+                .trim()
+                .parse()
+                .map_err(|e| ConfigError::new("ADMIN_BIND_ADDR", &raw, e))?;
+            config.admin_bind_addr = Some(addr);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -536,6 +556,15 @@ impl Config {
                     self.largest_body()
                 ),
             ));
+        }
+        if let Some(admin) = self.admin_bind_addr {
+            if admin == self.bind_addr && admin.port() != 0 {
+                return Err(ConfigError::new(
+                    "ADMIN_BIND_ADDR",
+                    admin,
+                    "must differ from BIND_ADDR",
+                ));
+            }
         }
         let conn = &self.connections;
         for (var, value) in [

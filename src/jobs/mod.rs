@@ -86,6 +86,8 @@ pub struct AsyncRequest<W: Worker> {
     pub record_place: Option<RecordPlace>,
     /// The job's queue place, if reserved before the request was read.
     pub queue_place: Option<Place<W>>,
+    /// The tenant it belongs to (API keys on).
+    pub tenant: Option<Arc<str>>,
 }
 
 /// A place for one more async job record, reserved before the request's
@@ -287,9 +289,18 @@ impl AsyncJobs {
         self.live.lock().get(&id).cloned()
     }
 
-    fn track(&self, id: Uuid, kind: &'static str, created_ms: u64) -> Arc<Tracked> {
+    fn track(&self, record: &JobRecord, kind: &'static str) -> Arc<Tracked> {
         let ttl_ms = self.config.result_ttl.as_millis() as u64;
-        let tracked = Tracked::new(id, kind, created_ms, ttl_ms, Arc::clone(&self.clock));
+        let tenant = record.tenant.as_deref().map(Arc::from);
+        let (id, created_ms) = (record.id, record.created_ms);
+        let tracked = Tracked::new(
+            id,
+            kind,
+            tenant,
+            created_ms,
+            ttl_ms,
+            Arc::clone(&self.clock),
+        );
         self.live.lock().insert(id, Arc::clone(&tracked));
         tracked
     }
@@ -315,6 +326,7 @@ impl AsyncJobs {
         JobSnapshot {
             job_id: record.id,
             kind: record.kind.clone(),
+            tenant: record.tenant.as_deref().map(Arc::from),
             state: record.state,
             position: None,
             worker: None,
@@ -385,6 +397,7 @@ impl AsyncJobs {
             to_result,
             record_place,
             queue_place,
+            tenant,
         } = request;
         // A record's place first, so concurrent submits cannot all pass the
         // bound; given back if the job is not recorded.
@@ -404,6 +417,7 @@ impl AsyncJobs {
         let tracked = Tracked::new(
             job_id,
             kind,
+            tenant.clone(),
             created_ms,
             self.config.result_ttl.as_millis() as u64,
             Arc::clone(&self.clock),
@@ -422,6 +436,7 @@ impl AsyncJobs {
             created_ms,
             updated_ms: created_ms,
             finished_ms: None,
+            tenant: tenant.as_deref().map(str::to_string),
         };
         // The task owns the job from here: a client that hangs up while
         // the record is written does not cancel it.
@@ -554,7 +569,9 @@ impl AsyncJobs {
                         _ => Some(JobState::Failed),
                     },
                     QueueError::ShuttingDown => None,
-                    QueueError::Full { .. } => Some(JobState::Failed),
+                    QueueError::Full { .. } | QueueError::FairShare { .. } => {
+                        Some(JobState::Failed)
+                    }
                 };
                 let Some(state) = state else {
                     tracing::info!(job_id = %tracked.id, "async job stopped by shutdown; it runs again at the next start");
@@ -580,7 +597,7 @@ impl AsyncJobs {
     /// Ends a job that will not run again (a recovered job past its
     /// deadline, one whose input is gone).
     pub async fn finish_unrun(&self, record: &JobRecord, kind: &'static str, err: QueueError) {
-        let tracked = self.track(record.id, kind, record.created_ms);
+        let tracked = self.track(record, kind);
         let input = InputRef::Kept { job_id: record.id };
         self.finish(&tracked, Err(err), Some(&input)).await;
     }
@@ -627,7 +644,7 @@ impl AsyncJobs {
         to_result: ToResult<W::Output>,
         input: Option<InputRef>,
     ) {
-        let tracked = self.track(record.id, queue.name(), record.created_ms);
+        let tracked = self.track(record, queue.name());
         options.detached = true;
         options.job_id = Some(record.id);
         options.observer = Some(Arc::clone(&tracked) as Arc<dyn JobObserver>);

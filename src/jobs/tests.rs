@@ -142,6 +142,7 @@ fn request(job: TestJob) -> AsyncRequest<TestWorker> {
         to_result: Box::new(|done| json!({ "output": done.output })),
         record_place: None,
         queue_place: None,
+        tenant: None,
     }
 }
 
@@ -462,6 +463,7 @@ fn stored_record(id: Uuid, state: JobState, at_ms: u64) -> JobRecord {
         created_ms: at_ms,
         updated_ms: at_ms,
         finished_ms: state.is_final().then_some(at_ms),
+        tenant: None,
     }
 }
 

@@ -28,6 +28,8 @@ pub struct JobSnapshot {
     pub job_id: Uuid,
     /// The worker type's name.
     pub kind: String,
+    /// The tenant it belongs to (`None`: submitted with API keys off).
+    pub tenant: Option<Arc<str>>,
     pub state: JobState,
     /// Jobs ahead of this one while queued (0: next).
     pub position: Option<u64>,
@@ -181,6 +183,8 @@ struct Progress {
 pub struct Tracked {
     pub id: Uuid,
     pub kind: &'static str,
+    /// The tenant that submitted it (API keys on).
+    pub tenant: Option<Arc<str>>,
     created_ms: u64,
     ttl_ms: u64,
     clock: Arc<dyn Clock>,
@@ -193,6 +197,7 @@ impl Tracked {
     pub(super) fn new(
         id: Uuid,
         kind: &'static str,
+        tenant: Option<Arc<str>>,
         created_ms: u64,
         ttl_ms: u64,
         clock: Arc<dyn Clock>,
@@ -200,6 +205,7 @@ impl Tracked {
         let tracked = Arc::new(Tracked {
             id,
             kind,
+            tenant,
             created_ms,
             ttl_ms,
             clock,
@@ -239,6 +245,7 @@ impl Tracked {
         JobSnapshot {
             job_id: self.id,
             kind: self.kind.to_string(),
+            tenant: self.tenant.clone(),
             state: p.state,
             position,
             worker: p.worker.clone(),
@@ -353,7 +360,7 @@ mod tests {
     use crate::clock::SystemClock;
 
     fn tracked() -> Arc<Tracked> {
-        Tracked::new(Uuid::new_v4(), "test", 0, 1000, Arc::new(SystemClock))
+        Tracked::new(Uuid::new_v4(), "test", None, 0, 1000, Arc::new(SystemClock))
     }
 
     fn page(n: u32) -> StoredPage {

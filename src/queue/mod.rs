@@ -30,6 +30,7 @@
 
 mod pending;
 mod pool;
+mod share;
 mod stats;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -49,9 +50,11 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::config::PoolConfig;
+use crate::tenants::Tenant;
 
 pub use pending::{JobHandle, Outcome, Pending};
 pub use pool::WorkerStatus;
+pub use share::{ShareHold, Shares, CONTENDING};
 pub use stats::{FinishedJob, QueueStats, WindowStats, HISTORY_SECS};
 pub use worker::{Completed, JobContext, JobError, JobObserver, Never, Worker};
 
@@ -67,6 +70,17 @@ pub enum QueueError {
     #[error("the {queue} queue is full ({capacity} waiting); retry in {retry_after} s")]
     Full {
         queue: &'static str,
+        capacity: usize,
+        retry_after: u64,
+    },
+    /// The tenant holds its share of the places while others wait (429).
+    #[error(
+        "tenant {tenant} holds its fair share of the {queue} queue ({share} of {capacity} places)"
+    )]
+    FairShare {
+        tenant: Arc<str>,
+        queue: &'static str,
+        share: usize,
         capacity: usize,
         retry_after: u64,
     },
@@ -103,6 +117,8 @@ struct Inner<W: Worker> {
     /// Places taken: jobs in the channel plus places reserved for jobs
     /// still being read ([`Place`]); never above the capacity.
     places: AtomicUsize,
+    /// The places each tenant holds, when requests carry one.
+    shares: Arc<Shares>,
 }
 
 impl<W: Worker> Inner<W> {
@@ -139,6 +155,8 @@ fn retry_after<W: Worker>(inner: &Inner<W>) -> u64 {
 pub struct Place<W: Worker> {
     inner: Arc<Inner<W>>,
     held: bool,
+    /// The tenant's hold on this place; it goes with the job.
+    share: Option<ShareHold>,
 }
 
 impl<W: Worker> Drop for Place<W> {
@@ -220,6 +238,7 @@ impl<W: Worker> JobQueue<W> {
             admitted: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             places: AtomicUsize::new(0),
+            shares: Arc::default(),
         });
         let factory = Arc::new(factory);
         let mut threads = Vec::with_capacity(inner.config.workers);
@@ -334,7 +353,41 @@ impl<W: Worker> JobQueue<W> {
         Ok(Place {
             inner: Arc::clone(inner),
             held: true,
+            share: None,
         })
+    }
+
+    /// [`JobQueue::reserve`] for a tenant's job: also 429
+    /// ([`QueueError::FairShare`]) while the tenant holds its share of the
+    /// places and others wait (see [`Shares`]). `None`: no tenant, no share.
+    pub fn reserve_as(&self, tenant: Option<&Tenant>) -> Result<Place<W>, QueueError> {
+        let Some(tenant) = tenant else {
+            return self.reserve();
+        };
+        let inner = &self.inner;
+        let capacity = inner.config.queue_capacity;
+        match inner.shares.take(tenant, capacity, || self.reserve()) {
+            Ok((mut place, hold)) => {
+                place.share = Some(hold);
+                Ok(place)
+            }
+            Err(Ok(share)) => {
+                inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(QueueError::FairShare {
+                    tenant: Arc::clone(&tenant.name),
+                    queue: inner.name,
+                    share,
+                    capacity,
+                    retry_after: retry_after(inner),
+                })
+            }
+            Err(Err(refused)) => Err(refused),
+        }
+    }
+
+    /// Places held now by each tenant (`/status`).
+    pub fn places_by_tenant(&self) -> Vec<(String, usize)> {
+        self.inner.shares.held()
     }
 
     /// Admits `job` and waits for its answer. Returns at once with 503 when
@@ -412,6 +465,7 @@ impl<W: Worker> JobQueue<W> {
         let envelope = Envelope {
             job,
             job_id,
+            share: place.share.take(),
             observer: options.observer,
             enqueued_at: now,
             queue_deadline,
@@ -514,6 +568,8 @@ pub trait Pool: Send + Sync + 'static {
     fn depth(&self) -> usize;
     /// Places taken: queued jobs and places reserved for requests whose
     /// bodies are still being read.
+    /// Places held now by each tenant.
+    fn places_by_tenant(&self) -> Vec<(String, usize)>;
     fn places_taken(&self) -> usize;
     /// Workers running a job now.
     fn busy(&self) -> usize;
@@ -540,6 +596,10 @@ impl<W: Worker> Pool for JobQueue<W> {
     fn depth(&self) -> usize {
         JobQueue::depth(self)
     }
+    fn places_by_tenant(&self) -> Vec<(String, usize)> {
+        JobQueue::places_by_tenant(self)
+    }
+
     fn places_taken(&self) -> usize {
         JobQueue::places_taken(self)
     }

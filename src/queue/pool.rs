@@ -25,6 +25,9 @@ use super::{answer_unstarted, Inner};
 pub(super) struct Envelope<W: Worker> {
     pub(super) job: W::Job,
     pub(super) job_id: Uuid,
+    /// The tenant's hold on the job's place, given back when it leaves the
+    /// channel.
+    pub(super) share: Option<super::ShareHold>,
     pub(super) observer: Option<Arc<dyn JobObserver>>,
     pub(super) enqueued_at: Instant,
     pub(super) queue_deadline: Instant,
@@ -116,8 +119,9 @@ fn worker_loop<W: Worker>(
     loop {
         let envelope = crossbeam_channel::select! {
             recv(inner.rx) -> msg => match msg {
-                Ok(envelope) => {
+                Ok(mut envelope) => {
                     inner.took_one();
+                    drop(envelope.share.take());
                     envelope
                 }
                 Err(_) => break,
@@ -152,6 +156,7 @@ fn run_one<W: Worker>(
     let Envelope {
         job,
         job_id,
+        share: _,
         observer,
         enqueued_at,
         queue_deadline,

@@ -60,7 +60,8 @@ impl Default for Recent {
 /// One answered job, for the status page's recent list.
 #[derive(Debug, Clone, Serialize)]
 pub struct FinishedJob {
-    pub job_id: Uuid,
+    /// `None` where job ids are not shown (`/status` off the admin scope).
+    pub job_id: Option<Uuid>,
     pub outcome: &'static str,
     pub total_ms: f64,
     pub units: u64,
@@ -142,7 +143,7 @@ impl QueueStats {
             recent.jobs.pop_back();
         }
         recent.jobs.push_front(FinishedJob {
-            job_id,
+            job_id: Some(job_id),
             outcome,
             total_ms: ms(total),
             units,

@@ -11,7 +11,8 @@
 //!    (`MAX_UPLOAD_BYTES_IN_FLIGHT`): the declared `Content-Length`, or the
 //!    largest body a job route takes for a body of unknown length (a
 //!    declared length above that is a 413 here);
-//! 2. a place in the type's queue ([`crate::queue::Place`]);
+//! 2. a place in the type's queue ([`crate::queue::Place`]), within the
+//!    tenant's fair share when API keys are on (429 `fair_share`);
 //! 3. in async mode (query or headers), a place for the job's record
 //!    ([`crate::jobs::RecordPlace`], `MAX_TRACKED_JOBS`).
 //!
@@ -46,6 +47,7 @@ use crate::queue::Place;
 use crate::serve::UploadBytes;
 use crate::state::AppState;
 use crate::storage::JobInput;
+use crate::tenants::Caller;
 
 use super::submit::{Reply, Reserved, Submit};
 
@@ -54,6 +56,8 @@ use super::submit::{Reply, Reserved, Submit};
 pub struct Admission<K: JobKind> {
     pub kind: Arc<K>,
     pub mode: AsyncMode,
+    /// The tenant the job will belong to.
+    pub caller: Caller,
     queue: Option<Place<K::Worker>>,
     record: Option<RecordPlace>,
     /// An async retry under a key a job holds: it takes no places.
@@ -68,7 +72,8 @@ impl<K: JobKind> FromRequestParts<AppState> for Admission<K> {
         let kind = state
             .kind::<K>()
             .ok_or_else(|| ApiError::Unavailable(format!("no {} workers run here", K::NAME)))?;
-        let mode = AsyncMode::read(parts.uri.query(), &parts.headers)?;
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let mode = AsyncMode::of_request(parts)?;
         super::submit::refuse_if_unavailable(&*kind)?;
         super::submit::refuse_if_no_room::<K>(state)?;
         let upload = take_upload_bytes(parts, state)?;
@@ -80,7 +85,7 @@ impl<K: JobKind> FromRequestParts<AppState> for Admission<K> {
         };
         let queue = match replay {
             true => None,
-            false => Some(kind.queue().reserve()?),
+            false => Some(kind.queue().reserve_as(caller.tenant())?),
         };
         let record = match mode.is_async && !replay {
             true => Some(state.jobs.reserve_record()?),
@@ -89,6 +94,7 @@ impl<K: JobKind> FromRequestParts<AppState> for Admission<K> {
         Ok(Admission {
             kind,
             mode,
+            caller,
             queue,
             record,
             replay,
@@ -152,6 +158,7 @@ impl<K: JobKind> Admission<K> {
         let Admission {
             kind,
             mode,
+            caller,
             queue,
             record,
             _upload,
@@ -161,6 +168,7 @@ impl<K: JobKind> Admission<K> {
             state,
             kind: &kind,
             mode: &mode,
+            caller: &caller,
             reserved: Reserved { queue, record },
         };
         submit.run_or_accept(params, input).await

@@ -15,6 +15,9 @@ pub enum SubmitResponses {
     /// Malformed JSON, query, multipart or option (bad `mode`, dpi, pages, path leaving DATA_DIR).
     #[response(status = 400)]
     BadRequest(ErrorBody),
+    /// API keys are on and the request carries no known key (`Authorization: Bearer <key>`).
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
     /// The body stalled (BODY_IDLE_TIMEOUT_MS) or took too long (BODY_TIMEOUT_MS).
     #[response(status = 408)]
     RequestTimeout(ErrorBody),
@@ -27,7 +30,7 @@ pub enum SubmitResponses {
     /// Well-formed but unusable input: wrong shape or value, unreadable or encrypted PDF, past a limit.
     #[response(status = 422)]
     Invalid(ErrorBody),
-    /// Over the client's rate; see `Retry-After`.
+    /// Over the client's rate (`rate_limited`), or the tenant holds its fair share of the queue while other tenants wait (`fair_share`); see `Retry-After`.
     #[response(status = 429)]
     RateLimited(ErrorBody),
     /// Queue full (see `Retry-After`), shutting down, the type's engine unavailable, or (types that make pages) free disk space below MIN_FREE_DISK_MB (`insufficient_storage`, see `Retry-After`).
@@ -45,7 +48,10 @@ pub enum JobLookupResponses {
     /// Not a job id.
     #[response(status = 400)]
     BadRequest(ErrorBody),
-    /// No such job, or removed after RESULT_TTL_SECS.
+    /// API keys are on and the request carries no known key.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// No such job, removed after RESULT_TTL_SECS, or another tenant's.
     #[response(status = 404)]
     NotFound(ErrorBody),
     /// Over the client's rate; see `Retry-After`.

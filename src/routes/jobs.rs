@@ -23,6 +23,7 @@ use crate::extract::{JobId, JobIdPath};
 use crate::jobs::{EventLog, JobEvent, JobSnapshot, JobState};
 use crate::state::AppState;
 use crate::storage::page_file_name;
+use crate::tenants::{may_see, Caller};
 
 use super::doc::JobLookupResponses;
 use super::view::{JobView, PageEvent, PageLink};
@@ -35,8 +36,9 @@ fn not_found(id: Uuid) -> ApiError {
 
 /// The job the path's `{job_id}` names, as it stands, with the state to
 /// act on it: 400 for a path that is not a job id, 404 for a job that is
-/// unknown or gone. Every route of one job starts here, so what a client
-/// may see of a job is decided in one place.
+/// unknown or gone, or another tenant's (API keys on). Every route of one
+/// job starts here, so what a client may see of a job is decided in one
+/// place.
 pub struct FoundJob {
     state: AppState,
     job: JobSnapshot,
@@ -47,10 +49,12 @@ impl FromRequestParts<AppState> for FoundJob {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let JobId(id) = JobId::from_request_parts(parts, state).await?;
+        let caller = Caller::from_request_parts(parts, state).await?;
         let job = state
             .jobs
             .snapshot(id)
             .await?
+            .filter(|job| may_see(&caller, job.tenant.as_deref()))
             .ok_or_else(|| not_found(id))?;
         Ok(FoundJob {
             state: state.clone(),

@@ -21,6 +21,7 @@ use crate::kind::{JobKind, OutputOf};
 use crate::queue::Completed;
 use crate::state::AppState;
 use crate::storage::JobInput;
+use crate::tenants::Caller;
 
 use super::doc::SubmitResponses;
 use super::message::{MessageKind, MessageRequest};
@@ -76,6 +77,7 @@ pub struct LegacyResult {
     ))]
 pub async fn multi_thread(
     State(state): State<AppState>,
+    caller: Caller,
     mode: AsyncMode,
     ApiJson(request): ApiJson<LegacyRequest>,
 ) -> Result<Response, ApiError> {
@@ -91,6 +93,7 @@ pub async fn multi_thread(
                 state: &state,
                 kind: &kind,
                 mode: &mode,
+                caller: &caller,
                 reserved: Reserved::default(),
             };
             seed(submit, message, None, |done| done.output.text.clone()).await
@@ -108,6 +111,7 @@ pub async fn multi_thread(
                 state: &state,
                 kind: &kind,
                 mode: &mode,
+                caller: &caller,
                 reserved: Reserved::default(),
             };
             seed(submit, PdfOptions::default(), input, |done| {

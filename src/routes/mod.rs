@@ -125,16 +125,58 @@ fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
     if let Some(governor) = rate_limiter(&state.config.rate_limit) {
         jobs = jobs.layer(governor);
     }
-    let probes = OpenApiRouter::new()
+    // Outside the limiter, which keys on the tenant it finds.
+    jobs = jobs.layer(axum::middleware::from_fn_with_state(
+        Arc::new(state.config.tenants.clone()),
+        crate::tenants::require_key,
+    ));
+    let mut probes = OpenApiRouter::new()
         .routes(routes!(health::livez))
         .routes(routes!(health::readyz))
-        .routes(routes!(status::status))
-        .routes(routes!(status::metrics))
-        .routes(routes!(openapi_json))
-        .routes(routes!(dashboard));
+        .routes(routes!(openapi_json));
+    if state.config.admin_bind_addr.is_none() {
+        probes = probes.merge(operator_routes(StatusScope {
+            job_ids: !state.config.tenants.enabled(),
+        }));
+    }
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(jobs)
         .merge(probes)
+}
+
+/// What `/status` (and so the dashboard) shows of jobs: their ids, and the
+/// tenants holding queue places, are shown on the admin listener, and on
+/// the main one only while no API key is configured (anyone may then see
+/// any job anyway).
+#[derive(Debug, Clone, Copy)]
+pub struct StatusScope {
+    pub job_ids: bool,
+}
+
+/// `/status`, `/metrics` and the dashboard.
+fn operator_routes(scope: StatusScope) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(status::status))
+        .routes(routes!(status::metrics))
+        .routes(routes!(dashboard))
+        .layer(axum::Extension(scope))
+}
+
+/// The admin listener's router (`ADMIN_BIND_ADDR`): the operators' routes,
+/// with job ids, and the probes. Never behind an API key.
+pub fn admin_router(state: AppState) -> Router {
+    let (router, _) = OpenApiRouter::<AppState>::new()
+        .merge(operator_routes(StatusScope { job_ids: true }))
+        .routes(routes!(health::livez))
+        .routes(routes!(health::readyz))
+        .split_for_parts();
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("the request handler panicked".into()).into_response()
+        }))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -167,17 +209,31 @@ struct OpenApiJson(Arc<str>);
 
 type Governor = GovernorLayer<ClientKey, governor::middleware::NoOpMiddleware, Body>;
 
-/// Rate limits key on the client's address as the connection layer tells
-/// it ([`crate::serve::ClientAddr`]: behind a trusted proxy, the forwarded
-/// one), else on the peer's.
+/// Rate limits key on the request's tenant when API keys are on
+/// ([`crate::tenants::Caller`]), else on the client's address as the
+/// connection layer tells it ([`crate::serve::ClientAddr`]: behind a
+/// trusted proxy, the forwarded one), else on the peer's.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientKey;
 
+/// Who a rate limit counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Client {
+    Tenant(Arc<str>),
+    Addr(std::net::IpAddr),
+}
+
 impl KeyExtractor for ClientKey {
-    type Key = std::net::IpAddr;
+    type Key = Client;
 
     fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<Self::Key, GovernorError> {
         let extensions = req.extensions();
+        if let Some(name) = extensions
+            .get::<crate::tenants::Caller>()
+            .and_then(|c| c.tenant())
+        {
+            return Ok(Client::Tenant(Arc::clone(&name.name)));
+        }
         extensions
             .get::<crate::serve::ClientAddr>()
             .map(|client| client.0)
@@ -186,6 +242,7 @@ impl KeyExtractor for ClientKey {
                     .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                     .map(|info| info.0.ip())
             })
+            .map(Client::Addr)
             .ok_or(GovernorError::UnableToExtractKey)
     }
 }
@@ -240,15 +297,30 @@ async fn dashboard() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../dashboard.html"))
 }
 
-/// Adds `Connection: close` to a response sent before its request body was
-/// read to the end (a 413, 415 or 429 answered from the headers alone).
-/// The server cannot reuse such a connection, and without the header a
+/// The largest unread request body left for the connection to discard by
+/// itself after an answer sent from the headers alone (a refused small JSON
+/// submit); past it, or when the client waits for `100 Continue`, the
+/// answer says `Connection: close`.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// Says `Connection: close` on a response sent before its request body was
+/// read to the end (a 503, 413, 415 or 429 answered from the headers alone)
+/// when the server cannot reuse the connection: without the header a
 /// keep-alive client would send its next request into a closed socket.
+///
+/// A small declared body is the exception: hyper reads and discards an
+/// unread body that has already arrived (a client that sends a small JSON
+/// body sends it with its headers), so the connection stays open for the
+/// next request; were the body not there yet, hyper closes the connection
+/// after the answer as it would with the header.
 async fn close_if_body_unread(request: Request, next: axum::middleware::Next) -> Response<Body> {
     use axum::body::HttpBody as _;
-    if request.body().is_end_stream() {
+    let body = request.body();
+    if body.is_end_stream() {
         return next.run(request).await;
     }
+    let small = body.size_hint().exact().is_some_and(|n| n <= DRAIN_LIMIT)
+        && !request.headers().contains_key(axum::http::header::EXPECT);
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (parts, body) = request.into_parts();
     let body = Body::new(WatchEnd {
@@ -256,7 +328,7 @@ async fn close_if_body_unread(request: Request, next: axum::middleware::Next) ->
         finished: Arc::clone(&finished),
     });
     let mut response = next.run(Request::from_parts(parts, body)).await;
-    if !finished.load(std::sync::atomic::Ordering::Acquire) {
+    if !small && !finished.load(std::sync::atomic::Ordering::Acquire) {
         response.headers_mut().insert(
             axum::http::header::CONNECTION,
             axum::http::HeaderValue::from_static("close"),

@@ -32,6 +32,7 @@ use crate::render::pages;
 use crate::render::process::RendererSpec;
 use crate::state::{AppState, StartContext};
 use crate::storage::{InputRef, JobInput};
+use crate::tenants::{may_see, Caller};
 use crate::workers::pdf::{PdfJob, PdfOutput, PdfSettings, PdfWorker, RendererSlots};
 
 use super::admission::Admission;
@@ -448,6 +449,20 @@ pub fn resolve_data_path(data_dir: &Path, name: &str) -> Result<PathBuf, ApiErro
     Ok(full)
 }
 
+/// Whether the caller's tenant owns job `job_id`'s pages: an async job's
+/// owner is in its record, a sync job's was stored with its pages.
+async fn owns_pages(state: &AppState, caller: &Caller, job_id: Uuid) -> Result<bool, ApiError> {
+    if let Some(job) = state.jobs.snapshot(job_id).await? {
+        return Ok(may_see(caller, job.tenant.as_deref()));
+    }
+    let owner = state
+        .pages
+        .owner(job_id)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot read the pages' owner: {e}")))?;
+    Ok(may_see(caller, owner.as_deref()))
+}
+
 /// A rendered page, as the image it was stored as.
 #[utoipa::path(get, path = "/jobs/{job_id}/pages/{page}", tag = "jobs",
     params(
@@ -463,6 +478,7 @@ pub fn resolve_data_path(data_dir: &Path, name: &str) -> Result<PathBuf, ApiErro
 pub async fn page_get(
     State(state): State<AppState>,
     JobId(job_id): JobId,
+    caller: Caller,
     axum::extract::Path((_, page)): axum::extract::Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let page: u32 = page
@@ -470,6 +486,9 @@ pub async fn page_get(
         .ok()
         .filter(|&n| n >= 1)
         .ok_or_else(|| ApiError::BadRequest(format!("{page:?} is not a page number")))?;
+    if caller.owner().is_some() && !owns_pages(&state, &caller, job_id).await? {
+        return Err(ApiError::NotFound(format!("page {page} of job {job_id}")));
+    }
     match state.pages.get_page(job_id, page).await {
         Ok(Some((format, bytes))) => Ok((
             [

@@ -27,7 +27,10 @@ const HISTORY_STEP_S: u64 = 10;
 /// `MIN_FREE_DISK_MB` (`disk`, `free_mb` null where it does not apply).
 #[utoipa::path(get, path = "/status", tag = "health",
     responses((status = 200, description = "Server status", body = Object)))]
-pub async fn status(State(state): State<AppState>) -> Json<Value> {
+pub async fn status(
+    State(state): State<AppState>,
+    axum::Extension(scope): axum::Extension<super::StatusScope>,
+) -> Json<Value> {
     let ready = readiness(&pools(&state), state.is_draining(), state.disk_shortage())
         .0
         .is_success();
@@ -41,7 +44,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let queues: Vec<Value> = state
         .kinds
         .iter()
-        .map(|kind| queue_status(&state, &**kind))
+        .map(|kind| queue_status(&state, &**kind, scope))
         .collect();
     body.insert("queues".into(), Value::Array(queues));
     for kind in state.kinds.iter() {
@@ -85,7 +88,9 @@ fn async_status(state: &AppState) -> Value {
     })
 }
 
-fn queue_status(state: &AppState, kind: &dyn AnyKind) -> Value {
+/// One worker type's queue. Out of the operators' scope, without the ids
+/// of jobs (recent, running) or the tenants holding places.
+fn queue_status(state: &AppState, kind: &dyn AnyKind, scope: super::StatusScope) -> Value {
     let queue = kind.pool();
     let stats = queue.stats();
     let rejections: Map<String, Value> = RejectReason::ALL
@@ -95,6 +100,17 @@ fn queue_status(state: &AppState, kind: &dyn AnyKind) -> Value {
             (r.label().to_string(), json!(n))
         })
         .collect();
+    let mut workers = queue.workers();
+    let mut recent_jobs = stats.recent_jobs();
+    let mut tenants: Map<String, Value> = Map::new();
+    if scope.job_ids {
+        for (name, held) in queue.places_by_tenant() {
+            tenants.insert(name, json!(held));
+        }
+    } else {
+        workers.iter_mut().for_each(|w| w.job_id = None);
+        recent_jobs.iter_mut().for_each(|j| j.job_id = None);
+    }
     json!({
         "queue": queue.name(),
         "configured_workers": queue.config().workers,
@@ -116,8 +132,9 @@ fn queue_status(state: &AppState, kind: &dyn AnyKind) -> Value {
         "rejections": rejections,
         "recent": stats.window(RECENT_WINDOW_S),
         "history": stats.history(HISTORY_STEP_S),
-        "workers": queue.workers(),
-        "recent_jobs": stats.recent_jobs(),
+        "workers": workers,
+        "recent_jobs": recent_jobs,
+        "tenants": tenants,
     })
 }
 

@@ -21,6 +21,7 @@ use crate::jobs::{AsyncRequest, Idempotency, JobSnapshot};
 use crate::kind::{to_result, JobKind, Recorded};
 use crate::state::AppState;
 use crate::storage::{is_storage_full, InputRef, JobInput};
+use crate::tenants::Caller;
 
 use super::view::JobView;
 
@@ -29,6 +30,8 @@ pub struct Submit<'a, K: JobKind> {
     pub state: &'a AppState,
     pub kind: &'a Arc<K>,
     pub mode: &'a AsyncMode,
+    /// The tenant the job will belong to.
+    pub caller: &'a Caller,
     /// Places taken before the body was read ([`super::admission`]);
     /// what is missing is taken at submit.
     pub reserved: Reserved<K::Worker>,
@@ -55,8 +58,14 @@ impl<K: JobKind> Submit<'_, K> {
         if self.mode.is_async {
             return self.accept(params, input).await;
         }
-        let queue_place = self.reserved.queue;
+        let queue_place = match self.reserved.queue {
+            Some(place) => Some(place),
+            None => Some(self.kind.queue().reserve_as(self.caller.tenant())?),
+        };
         let done = run_in(self.state, self.kind, &params, input.as_ref(), queue_place).await?;
+        if let (Some(tenant), true) = (self.caller.owner(), K::MAKES_PAGES) {
+            own_pages(self.state, done.job_id, tenant).await?;
+        }
         Ok(Json(self.kind.reply(done)).into_response())
     }
 
@@ -66,11 +75,31 @@ impl<K: JobKind> Submit<'_, K> {
             self.state,
             self.kind,
             self.mode,
+            self.caller,
             params,
             input,
             self.reserved,
         )
         .await
+    }
+}
+
+/// Marks a sync job's pages as `tenant`'s before their URLs are given out
+/// (an async job's owner is in its record). Pages that cannot be marked
+/// would be no one's: they are removed and the job fails.
+async fn own_pages(state: &AppState, job_id: Uuid, tenant: &str) -> Result<(), ApiError> {
+    match state.pages.set_owner(job_id, tenant).await {
+        Ok(()) => Ok(()),
+        // No folder: the job stored no page.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => {
+            let _ = state.pages.remove_pages(job_id).await;
+            let message = format!("cannot record the pages' owner: {e}");
+            Err(match is_storage_full(&e) {
+                true => ApiError::InsufficientStorage(message),
+                false => ApiError::Internal(message),
+            })
+        }
     }
 }
 
@@ -175,6 +204,7 @@ async fn accept<K: JobKind>(
     state: &AppState,
     kind: &Arc<K>,
     mode: &AsyncMode,
+    caller: &Caller,
     params: K::Params,
     input: Option<JobInput>,
     reserved: Reserved<K::Worker>,
@@ -196,7 +226,7 @@ async fn accept<K: JobKind>(
     // Places first: refuse before keeping an upload for nothing.
     let queue_place = match reserved.queue {
         Some(place) => place,
-        None => kind.queue().reserve()?,
+        None => kind.queue().reserve_as(caller.tenant())?,
     };
     let record_place = match reserved.record {
         Some(place) => place,
@@ -241,6 +271,7 @@ async fn accept<K: JobKind>(
                 to_result: to_result(Arc::clone(kind)),
                 record_place: Some(record_place),
                 queue_place: Some(queue_place),
+                tenant: caller.owner().map(Arc::from),
             },
         )
         .await?;

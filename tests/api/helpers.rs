@@ -95,6 +95,7 @@ pub async fn spawn_app_with(mut config: Config, kinds: Registry) -> TestApp {
         .await
         .expect("the app starts");
     let addr = app.local_addr().unwrap();
+    let admin_addr = app.admin_addr();
     let state = app.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
@@ -102,6 +103,7 @@ pub async fn spawn_app_with(mut config: Config, kinds: Registry) -> TestApp {
     }));
     TestApp {
         api: Api::at(addr),
+        admin_addr,
         state,
         stop: Some(stop),
         server: Some(server),
@@ -113,6 +115,7 @@ pub async fn spawn_app_with(mut config: Config, kinds: Registry) -> TestApp {
 /// what the tests may ask of its internals.
 pub struct TestApp {
     api: Api,
+    admin_addr: Option<SocketAddr>,
     state: AppState,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -140,6 +143,16 @@ macro_rules! on_queue {
 }
 
 impl TestApp {
+    /// The API as a client that sends `key` (`Authorization: Bearer`).
+    pub fn as_key(&self, key: &str) -> Api {
+        Api::with_key(self.api.addr, key)
+    }
+
+    /// The admin listener (`ADMIN_BIND_ADDR`), which must be configured.
+    pub fn admin(&self) -> Api {
+        Api::at(self.admin_addr.expect("an admin listener"))
+    }
+
     /// Triggers shutdown and waits for the server to finish draining. The
     /// app can still be asked about its internals afterwards.
     pub async fn stop(&mut self) -> std::io::Result<()> {
@@ -305,6 +318,18 @@ impl Api {
             addr,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// A client that sends `key` as its API key on every request.
+    pub fn with_key(addr: SocketAddr, key: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {key}").parse().expect("a header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("a client");
+        Api { addr, client }
     }
 
     pub fn url(&self, path: &str) -> String {

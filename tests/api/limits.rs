@@ -174,6 +174,14 @@ impl PageStore for FillingUp {
     fn local_input(&self, job_id: Uuid, input: &JobInput) -> io::Result<LocalInput> {
         self.inner.local_input(job_id, input)
     }
+
+    fn set_owner<'a>(&'a self, job_id: Uuid, tenant: &'a str) -> StoreOp<'a> {
+        self.inner.set_owner(job_id, tenant)
+    }
+
+    fn owner(&self, job_id: Uuid) -> BoxFuture<'_, io::Result<Option<String>>> {
+        self.inner.owner(job_id)
+    }
 }
 
 /// A server whose page store holds `room` pages before its disk is full.

@@ -59,6 +59,47 @@ fn head(response: &[u8]) -> String {
 }
 
 #[tokio::test]
+async fn a_small_body_refused_from_its_headers_leaves_the_connection_open_for_the_next_request() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = test_config();
+    config.message = jobserver::config::PoolConfig::new(1, 1, Duration::from_secs(10));
+    let app = spawn_app(config).await;
+    let running = app.spawn_message(json!({"text": "a", "work_ms": 10_000, "timeout_ms": 2_000}));
+    crate::helpers::wait_until("the first job runs", || app.busy("message") == 1).await;
+    let queued = app.spawn_message(json!({"text": "b", "work_ms": 0}));
+    crate::helpers::wait_until("the second job is queued", || app.depth("message") == 1).await;
+    // A refused submit and a probe, pipelined on one connection.
+    let refused = raw_post_json("/jobs/message", &json!({"text": "c"}).to_string());
+    let mut stream = app.send_raw(&refused).await;
+    stream
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answers = String::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        while answers.matches("HTTP/1.1 ").count() < 2 || !answers.ends_with('}') {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed after: {answers}");
+            answers.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("both answered");
+    let (first, second) = answers.split_at(answers.rfind("HTTP/1.1 ").unwrap());
+    assert!(first.starts_with("HTTP/1.1 503"), "{first}");
+    assert!(
+        !first.to_lowercase().contains("connection: close"),
+        "{first}"
+    );
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert_eq!(running.await.unwrap().status(), 504);
+    assert_eq!(queued.await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn a_response_sent_before_the_body_was_read_says_connection_close() {
     let mut config = test_config();
     config.max_body_bytes = 1024;

@@ -51,7 +51,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BATCH: usize = 1024;
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error           TEXT,
     created_ms      INTEGER NOT NULL,
     updated_ms      INTEGER NOT NULL,
-    finished_ms     INTEGER
+    finished_ms     INTEGER,
+    tenant          TEXT
 );
 -- UNIQUE lets any number of rows have no key (NULLs are distinct in SQLite).
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key ON jobs (idempotency_key);
@@ -76,7 +77,13 @@ CREATE INDEX IF NOT EXISTS jobs_finished_ms ON jobs (finished_ms);
 
 /// Every column, in the order [`read_record`] expects them.
 const COLUMNS: &str = "id, kind, state, owner, idempotency_key, fingerprint, request, result, \
-                       error, created_ms, updated_ms, finished_ms";
+                       error, created_ms, updated_ms, finished_ms, tenant";
+
+/// Schema changes from each earlier version, applied in order.
+const MIGRATIONS: [&str; 1] = [
+    // 1 → 2: the tenant (API key name) a job belongs to.
+    "ALTER TABLE jobs ADD COLUMN tenant TEXT;",
+];
 
 /// Where a job is in its life. The strings are what the database and the API
 /// store, so they must never change.
@@ -145,6 +152,8 @@ pub struct JobRecord {
     pub updated_ms: u64,
     /// Unix milliseconds when it reached a final state.
     pub finished_ms: Option<u64>,
+    /// The tenant (API key name) that submitted it; `None` with keys off.
+    pub tenant: Option<String>,
 }
 
 /// Everything the store can fail with. Messages are written for the operator
@@ -566,6 +575,11 @@ fn create_schema(conn: &Connection) -> Result<(), SchemaError> {
         let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(SchemaError::Newer(version));
+        }
+        if version > 0 {
+            for migration in &MIGRATIONS[(version as usize - 1).min(MIGRATIONS.len())..] {
+                conn.execute_batch(migration)?;
+            }
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -37,6 +37,7 @@ fn record(created_ms: u64) -> JobRecord {
         created_ms,
         updated_ms: created_ms,
         finished_ms: None,
+        tenant: None,
     }
 }
 
@@ -82,6 +83,7 @@ async fn an_inserted_record_reads_back_with_every_field() {
         created_ms: 1_700_000_000_000,
         updated_ms: 1_700_000_000_500,
         finished_ms: Some(1_700_000_001_000),
+        tenant: Some("alice".into()),
     };
     store.insert(full.clone()).await.expect("insert commits");
     let sparse = record(5);
@@ -475,4 +477,41 @@ fn measure_insert_cost() {
             concurrent_inserts as f64 / concurrent_commits as f64,
         );
     }
+}
+
+#[tokio::test]
+async fn a_database_of_schema_1_gains_the_tenant_column_and_keeps_its_jobs() {
+    let dir = TempDir::new();
+    let id = Uuid::new_v4();
+    {
+        let conn = rusqlite::Connection::open(dir.db()).expect("sqlite opens");
+        conn.execute_batch(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, kind TEXT NOT NULL, \
+             state TEXT NOT NULL, owner TEXT NOT NULL, idempotency_key TEXT, fingerprint TEXT, \
+             request TEXT NOT NULL, result TEXT, error TEXT, created_ms INTEGER NOT NULL, \
+             updated_ms INTEGER NOT NULL, finished_ms INTEGER); PRAGMA user_version = 1;",
+        )
+        .expect("the old schema");
+        conn.execute(
+            "INSERT INTO jobs (id, kind, state, owner, request, created_ms, updated_ms) \
+             VALUES (?1, 'pdf', 'queued', 'a', '{}', 1, 1)",
+            [id.to_string()],
+        )
+        .expect("an old job");
+    }
+    let store = Store::open(&dir.db()).expect("the old database opens");
+    let old = store
+        .get(id)
+        .expect("get works")
+        .expect("the old job is kept");
+    assert_eq!(old.tenant, None);
+    let new = JobRecord {
+        tenant: Some("bob".into()),
+        ..record(2)
+    };
+    store.insert(new.clone()).await.expect("insert commits");
+    assert_eq!(store.get(new.id).expect("get works"), Some(new));
+    drop(store);
+    let again = Store::open(&dir.db()).expect("a migrated database opens again");
+    assert!(again.get(id).expect("get works").is_some());
 }

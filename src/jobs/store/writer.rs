@@ -165,7 +165,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &Op) -> rusqlite::Result<bool> 
         Op::Insert(r) => {
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT INTO jobs ({COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ))?;
             stmt.execute(params![
                 r.id.to_string(),
@@ -180,6 +180,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &Op) -> rusqlite::Result<bool> 
                 ms_to_sql(r.created_ms),
                 ms_to_sql(r.updated_ms),
                 r.finished_ms.map(ms_to_sql),
+                r.tenant,
             ])?;
             Ok(true)
         }
@@ -281,6 +282,7 @@ pub(super) fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord
             .get::<_, Option<i64>>(11)?
             .map(|ms| ms_from_sql(ms, 11))
             .transpose()?,
+        tenant: row.get(12)?,
     })
 }
 
