@@ -14,8 +14,8 @@ use futures::future::BoxFuture;
 use jobserver::config::PoolConfig;
 use jobserver::routes::standard_kinds;
 use jobserver::storage::{
-    ImageFormat, InputRef, JobInput, Layout, LocalInput, LocalPages, PageStore, Scratch, StoreOp,
-    StoredPage,
+    ImageFormat, InputRef, JobInput, Layout, LocalInput, LocalPages, PageStore, Scratch, SpoolFile,
+    SpoolWriter, StoreOp, StoredPage,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -161,6 +161,18 @@ impl PageStore for FillingUp {
 
     fn keep_input(&self, job_id: Uuid, bytes: Bytes) -> BoxFuture<'_, io::Result<InputRef>> {
         self.inner.keep_input(job_id, bytes)
+    }
+
+    fn spool_upload(&self) -> io::Result<SpoolWriter> {
+        self.inner.spool_upload()
+    }
+
+    fn keep_spooled<'a>(
+        &'a self,
+        job_id: Uuid,
+        upload: &'a SpoolFile,
+    ) -> BoxFuture<'a, io::Result<InputRef>> {
+        self.inner.keep_spooled(job_id, upload)
     }
 
     fn has_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, bool> {
