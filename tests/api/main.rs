@@ -17,3 +17,4 @@ mod plugin;
 mod protocol;
 mod router;
 mod shutdown;
+mod spool;
