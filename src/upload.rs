@@ -17,7 +17,8 @@
 //! broken body: 400) or a spool file that cannot be written (a full disk:
 //! `503 insufficient_storage`, as for an upload kept for an async job) ends
 //! the upload there; the unfinished file goes with its [`SpoolWriter`],
-//! and a finished one with the last holder of its [`SpoolFile`].
+//! and a finished one with the last holder of its
+//! [`crate::storage::SpoolFile`].
 //!
 //! The upload bytes admission took from `MAX_UPLOAD_BYTES_IN_FLIGHT`
 //! (`routes/admission.rs`) are held until the request ends either
