@@ -247,3 +247,29 @@ async fn an_async_spooled_upload_is_replayed_under_its_idempotency_key() {
     done(&app, &first).await;
     no_upload_left(&app, "the job and its retries").await;
 }
+
+#[tokio::test]
+async fn a_spooled_upload_whose_job_is_refused_fails_or_is_abandoned_leaves_no_file() {
+    let app = spooling_app().await;
+    let bad_options = app.upload_pdf("?dpi=0", fixture(PDF)).await;
+    assert_eq!(bad_options.status(), 400, "refused after its body was read");
+    no_upload_left(&app, "a 400").await;
+    let not_a_pdf = app.upload_pdf("", vec![b'x'; 4096]).await;
+    assert_eq!(not_a_pdf.status(), 422, "the renderer refused it");
+    no_upload_left(&app, "a failed job").await;
+
+    // A long job whose client goes away while it renders: the job is
+    // stopped, and its input goes with it.
+    let abandoned = app.spawn_upload_pdf("?dpi=300", fixture("many-pages.pdf"));
+    eventually("the job runs", SOON, || async {
+        (app.workers_on_a_job("pdf") == 1).then_some(())
+    })
+    .await;
+    assert_eq!(spooled(&app).len(), 1, "the running job holds its upload");
+    abandoned.abort();
+    no_upload_left(&app, "its client went away").await;
+    eventually("the worker is free", SOON, || async {
+        (app.workers_on_a_job("pdf") == 0).then_some(())
+    })
+    .await;
+}
