@@ -10,7 +10,9 @@
 //!   [`kind::JobKind`] beside its routes, one submit path for every type
 //!   ([`routes::submit`]) and the HTTP view of jobs ([`routes::view`]).
 //! * [`extract`]: request extractors that reject in the server's error
-//!   shape, and how a client asked to be answered ([`extract::AsyncMode`]).
+//!   shape, and how a client asked to be answered ([`extract::AsyncMode`]);
+//!   [`upload`]: an upload read as it arrives, held in memory up to a
+//!   threshold and spooled to a file past it.
 //! * [`kind`], [`state`]: worker types as plug-ins: what a type implements,
 //!   the [`state::Registry`] it is registered with, and the handles every
 //!   handler shares.
@@ -50,4 +52,5 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod tenants;
+pub mod upload;
 pub mod workers;

@@ -10,6 +10,8 @@
 //!   .jobs/primary.lock         the singleton lease (jobs::election)
 //!   .scratch/<id>/             where renderers write pages before the store takes them
 //!   .spool/<id>.pdf            an upload spooled for a fanned-out job's renderers
+//!   .spool/upload-<uuid>.pdf   an upload past UPLOAD_SPOOL_THRESHOLD_BYTES,
+//!                              while its request or job holds it
 //! ```
 //!
 //! [`Layout`] names every path; [`PageStore`] is the seam the rest of the
@@ -20,6 +22,13 @@
 //! job. [`LocalPages`] keeps everything in the output folder (a rename per
 //! page); a store in an object store implements the same trait. Its I/O
 //! methods are async; worker threads call them through a runtime handle.
+//!
+//! An upload too large to hold in memory is streamed by the route into a
+//! [`SpoolWriter`] the store hands out ([`PageStore::spool_upload`]), in the
+//! output folder so that keeping it for an async job is a link, not a copy.
+//! The finished [`SpoolFile`] is the file's one owner: the file is removed
+//! when it drops, so no spool file outlives the request or job holding it
+//! (refused, failed, cancelled, finished, or cut mid-upload).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,6 +38,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::disk::FreeSpace;
@@ -97,7 +107,17 @@ impl Layout {
     fn spool(&self, job_id: Uuid) -> PathBuf {
         self.root.join(".spool").join(format!("{job_id}.pdf"))
     }
+
+    /// A fresh name for an upload spooled while it arrives: no job id is
+    /// known yet, so a name of its own.
+    fn upload_spool(&self) -> PathBuf {
+        let name = format!("{UPLOAD_SPOOL_PREFIX}{}.pdf", Uuid::new_v4());
+        self.root.join(".spool").join(name)
+    }
 }
+
+/// How the names of spooled uploads begin (`.spool/upload-<uuid>.pdf`).
+pub const UPLOAD_SPOOL_PREFIX: &str = "upload-";
 
 /// The image format of a stored page; its extension is in the page's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -139,12 +159,114 @@ pub enum InputRef {
     Data { path: PathBuf },
 }
 
-/// What a job reads: bytes that came with the request (sync jobs), or a
-/// reference the page store resolves.
+/// What a job reads: an upload that came with the request, held in memory
+/// or spooled to a file, or a reference the page store resolves.
 #[derive(Debug, Clone)]
 pub enum JobInput {
+    /// An upload up to `UPLOAD_SPOOL_THRESHOLD_BYTES`.
     Inline(Bytes),
+    /// A larger upload, in a spool file removed when the last clone drops
+    /// (the request's, the queued job's).
+    Spooled(Arc<SpoolFile>),
     Stored(InputRef),
+}
+
+/// An upload spooled to a file of its own, which is removed when this
+/// drops: the file lives exactly as long as the request or job holding it.
+#[derive(Debug)]
+pub struct SpoolFile {
+    path: PathBuf,
+    len: u64,
+}
+
+impl SpoolFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The upload's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads the file from the start, handing `each` one chunk at a time
+    /// (never the whole upload). Blocking: call it off the runtime's threads.
+    pub fn read_chunks(&self, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&self.path)?;
+        let mut chunk = vec![0; SPOOL_BUFFER_BYTES];
+        loop {
+            match file.read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => each(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), "cannot remove a spooled upload: {e}");
+            }
+        }
+    }
+}
+
+/// Writes go to the file in pieces this large.
+const SPOOL_BUFFER_BYTES: usize = 256 * 1024;
+
+/// A spool file being written as the upload arrives. Dropped before
+/// [`SpoolWriter::finish`] (a cut or refused upload), it removes its file.
+pub struct SpoolWriter {
+    file: SpoolFile,
+    out: tokio::io::BufWriter<tokio::fs::File>,
+}
+
+impl SpoolWriter {
+    /// Creates `path` (which must not exist yet) and its folder.
+    pub fn create(path: PathBuf) -> io::Result<SpoolWriter> {
+        // Folders are made again where they are used: an operator (or a
+        // benchmark) may have emptied the output folder.
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        // The guard exists from here: any failure below removes the file.
+        let file = SpoolFile { path, len: 0 };
+        let out = tokio::fs::File::from_std(out);
+        Ok(SpoolWriter {
+            file,
+            out: tokio::io::BufWriter::with_capacity(SPOOL_BUFFER_BYTES, out),
+        })
+    }
+
+    /// Appends `bytes`.
+    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes).await?;
+        self.file.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes what is buffered (a full disk may only show here) and hands
+    /// over the finished file.
+    pub async fn finish(self) -> io::Result<SpoolFile> {
+        let SpoolWriter { file, mut out } = self;
+        // No fsync, as for an upload kept from memory: the renderers read
+        // the file back through the page cache.
+        out.flush().await?;
+        Ok(file)
+    }
 }
 
 /// A page in the store.
@@ -193,10 +315,12 @@ impl Drop for Scratch {
 }
 
 /// A file a renderer may read a job's input from: a kept upload, a data
-/// file or a spooled copy. A spooled copy is removed when this is dropped.
+/// file, a spooled upload or a spooled copy. A spooled copy is removed when
+/// this is dropped; a spooled upload is held until then.
 pub struct LocalInput {
     path: PathBuf,
     spooled: bool,
+    _upload: Option<Arc<SpoolFile>>,
 }
 
 impl LocalInput {
@@ -243,6 +367,18 @@ pub trait PageStore: Send + Sync + 'static {
 
     /// Keeps an upload for an async job until [`PageStore::remove_input`].
     fn keep_input(&self, job_id: Uuid, bytes: Bytes) -> BoxFuture<'_, io::Result<InputRef>>;
+
+    /// A new file to spool an upload into while it arrives, where pages go
+    /// (so that [`PageStore::keep_spooled`] can link it rather than copy).
+    fn spool_upload(&self) -> io::Result<SpoolWriter>;
+
+    /// Keeps a spooled upload for an async job, as [`PageStore::keep_input`]
+    /// does bytes; the spool file itself stays its guard's.
+    fn keep_spooled<'a>(
+        &'a self,
+        job_id: Uuid,
+        upload: &'a SpoolFile,
+    ) -> BoxFuture<'a, io::Result<InputRef>>;
 
     /// Whether a recorded input can still be read.
     fn has_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, bool>;
@@ -393,6 +529,32 @@ impl PageStore for LocalPages {
         })
     }
 
+    fn spool_upload(&self) -> io::Result<SpoolWriter> {
+        SpoolWriter::create(self.layout.upload_spool())
+    }
+
+    /// A hard link: no byte is copied, and the spool file's name still
+    /// goes with its guard. A copy where linking fails (another
+    /// filesystem mounted over `.jobs/`, a filesystem without links).
+    fn keep_spooled<'a>(
+        &'a self,
+        job_id: Uuid,
+        upload: &'a SpoolFile,
+    ) -> BoxFuture<'a, io::Result<InputRef>> {
+        Box::pin(async move {
+            tokio::fs::create_dir_all(self.layout.inputs_dir()).await?;
+            let kept = self.layout.input(job_id);
+            if let Err(e) = tokio::fs::hard_link(upload.path(), &kept).await {
+                tracing::debug!(%job_id, "cannot link the spooled upload, copying it: {e}");
+                if let Err(e) = tokio::fs::copy(upload.path(), &kept).await {
+                    let _ = tokio::fs::remove_file(&kept).await;
+                    return Err(e);
+                }
+            }
+            Ok(InputRef::Kept { job_id })
+        })
+    }
+
     fn has_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             match input {
@@ -438,15 +600,23 @@ impl PageStore for LocalPages {
                 Ok(LocalInput {
                     path,
                     spooled: true,
+                    _upload: None,
                 })
             }
+            JobInput::Spooled(upload) => Ok(LocalInput {
+                path: upload.path().to_path_buf(),
+                spooled: false,
+                _upload: Some(Arc::clone(upload)),
+            }),
             JobInput::Stored(InputRef::Kept { job_id }) => Ok(LocalInput {
                 path: self.layout.input(*job_id),
                 spooled: false,
+                _upload: None,
             }),
             JobInput::Stored(InputRef::Data { path }) => Ok(LocalInput {
                 path: path.clone(),
                 spooled: false,
+                _upload: None,
             }),
         }
     }
@@ -532,5 +702,66 @@ mod tests {
         assert!(path.is_file());
         drop(spooled);
         assert!(!path.exists(), "a spooled copy goes with its guard");
+    }
+
+    /// A spooled upload of `bytes`, written as a route does.
+    async fn spool(pages: &LocalPages, bytes: &[u8]) -> Arc<SpoolFile> {
+        let mut writer = pages.spool_upload().unwrap();
+        writer.write(bytes).await.unwrap();
+        Arc::new(writer.finish().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_spooled_upload_lies_in_the_spool_folder_until_its_last_holder_drops() {
+        let (dir, pages) = store();
+        let file = spool(&pages, b"%PDF spooled").await;
+        let path = file.path().to_path_buf();
+        assert_eq!(path.parent(), Some(dir.path().join(".spool").as_path()));
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(UPLOAD_SPOOL_PREFIX), "{name}");
+        assert_eq!(file.len(), 12);
+        let job = Uuid::new_v4();
+        let local = pages
+            .local_input(job, &JobInput::Spooled(Arc::clone(&file)))
+            .unwrap();
+        assert_eq!(local.path(), path, "the renderer reads the spool file");
+        drop(file);
+        assert!(path.is_file(), "the renderer's input holds the file");
+        drop(local);
+        assert!(!path.exists(), "the last holder removes the file");
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_spool_file_goes_with_its_writer() {
+        let (_dir, pages) = store();
+        let mut writer = pages.spool_upload().unwrap();
+        writer.write(b"%PDF half").await.unwrap();
+        let path = writer.file.path().to_path_buf();
+        assert!(path.is_file());
+        drop(writer);
+        assert!(!path.exists(), "a cut upload leaves no file");
+    }
+
+    #[tokio::test]
+    async fn a_kept_spooled_upload_is_linked_and_outlives_its_spool_file() {
+        let (_dir, pages) = store();
+        let file = spool(&pages, b"%PDF kept").await;
+        let job = Uuid::new_v4();
+        let kept = pages.keep_spooled(job, &file).await.unwrap();
+        assert_eq!(kept, InputRef::Kept { job_id: job });
+        let kept_path = pages.layout.input(job);
+        use std::os::unix::fs::MetadataExt;
+        let (spooled_meta, kept_meta) = (
+            std::fs::metadata(file.path()).unwrap(),
+            std::fs::metadata(&kept_path).unwrap(),
+        );
+        assert_eq!(spooled_meta.ino(), kept_meta.ino(), "a link, not a copy");
+        let spool_path = file.path().to_path_buf();
+        drop(file);
+        assert!(!spool_path.exists(), "the spool name goes with its guard");
+        assert!(pages.has_input(&kept).await);
+        assert_eq!(std::fs::read(&kept_path).unwrap(), b"%PDF kept");
+        pages.remove_input(&kept).await.unwrap();
+        assert!(!pages.has_input(&kept).await);
     }
 }

@@ -67,6 +67,9 @@ pub const DEFAULT_PDF_MAX_PIXELS: u64 = 40_000_000;
 pub const DEFAULT_MAX_UPLOAD_BYTES_IN_FLIGHT: u64 = 1024 * 1024 * 1024;
 /// Largest PDF upload accepted.
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 100 * 1024 * 1024;
+/// Bytes of an upload held in memory; past them it is streamed to a spool
+/// file in the output folder (0 spools every upload).
+pub const DEFAULT_UPLOAD_SPOOL_THRESHOLD_BYTES: usize = 1024 * 1024;
 /// Jobs a renderer process serves before it is replaced by a fresh one.
 pub const DEFAULT_PDF_RENDERER_MAX_JOBS: u32 = 500;
 /// Resident memory above which a renderer is replaced after its job.
@@ -117,6 +120,7 @@ pub const ALL_VARS: &[&str] = &[
     "PDF_MAX_PIXELS",
     "MAX_UPLOAD_BYTES",
     "MAX_UPLOAD_BYTES_IN_FLIGHT",
+    "UPLOAD_SPOOL_THRESHOLD_BYTES",
     "PDFIUM_LIB_PATH",
     "PDF_RENDERER_MAX_JOBS",
     "PDF_RENDERER_MAX_RSS_MB",
@@ -280,6 +284,8 @@ pub struct PdfConfig {
     pub max_pages: u32,
     pub max_pixels: u64,
     pub max_upload_bytes: usize,
+    /// Upload bytes held in memory; a larger upload is spooled to a file.
+    pub upload_spool_threshold_bytes: usize,
     /// `libpdfium.so`, or a folder holding it. `None`: the copy fetched at build.
     pub pdfium_lib_path: Option<PathBuf>,
     /// Program run as the renderer (`<exe> --renderer`). `None`: this binary.
@@ -339,6 +345,7 @@ impl Default for PdfConfig {
             max_pages: DEFAULT_PDF_MAX_PAGES,
             max_pixels: DEFAULT_PDF_MAX_PIXELS,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            upload_spool_threshold_bytes: DEFAULT_UPLOAD_SPOOL_THRESHOLD_BYTES,
             pdfium_lib_path: None,
             renderer_exe: None,
             renderer_max_jobs: DEFAULT_PDF_RENDERER_MAX_JOBS,
@@ -463,6 +470,8 @@ impl Config {
         env.parse("PDF_MAX_PAGES", &mut pdf.max_pages)?;
         env.parse("PDF_MAX_PIXELS", &mut pdf.max_pixels)?;
         env.parse("MAX_UPLOAD_BYTES", &mut pdf.max_upload_bytes)?;
+        let spool = &mut pdf.upload_spool_threshold_bytes;
+        env.parse("UPLOAD_SPOOL_THRESHOLD_BYTES", spool)?;
         if let Some(path) = (lookup)("PDFIUM_LIB_PATH").filter(|p| !p.is_empty()) {
             pdf.pdfium_lib_path = Some(PathBuf::from(path));
         }

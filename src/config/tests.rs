@@ -215,3 +215,21 @@ fn rate_limit_zero_turns_limiting_off() {
     let c = from(&[("RATE_LIMIT_PER_MINUTE", "0")]).unwrap();
     assert!(!c.rate_limit.enabled());
 }
+
+#[test]
+fn uploads_spool_past_1_mib_by_default_and_the_threshold_comes_from_its_variable() {
+    let c = from(&[]).unwrap();
+    assert_eq!(c.pdf.upload_spool_threshold_bytes, 1024 * 1024);
+    assert_eq!(
+        c.pdf.upload_spool_threshold_bytes,
+        DEFAULT_UPLOAD_SPOOL_THRESHOLD_BYTES
+    );
+    let c = from(&[("UPLOAD_SPOOL_THRESHOLD_BYTES", "4096")]).unwrap();
+    assert_eq!(c.pdf.upload_spool_threshold_bytes, 4096);
+    let c = from(&[("UPLOAD_SPOOL_THRESHOLD_BYTES", "0")]).unwrap();
+    assert_eq!(
+        c.pdf.upload_spool_threshold_bytes, 0,
+        "0 spools every upload"
+    );
+    refuses("UPLOAD_SPOOL_THRESHOLD_BYTES", "1MB");
+}

@@ -20,13 +20,15 @@
 //! places: it is a retry, answered from that job (or refused as a reused
 //! key) once its body is read, however full the queue is.
 //!
-//! Any refusal is the 503 (or 413) the client gets, with the body unread:
-//! the connection layer then closes the connection in stages so the client
-//! reads the answer. The places pass to the job when it is queued; the
-//! upload bytes are held until the request ends (a sync job's input stays
-//! in memory until it is answered; an async one is kept by the page store
-//! before the 202); whatever is not used is given back when the request
-//! ends, including when the connection's body timeouts cut the upload.
+//! Any refusal is the 503, 429 or 413 the client gets, with the body
+//! unread: a small body that has arrived is dropped and the connection
+//! kept, any other connection is closed in stages so the client reads the
+//! answer. The places pass to the job when it is queued; the upload bytes
+//! are held until the request ends (a sync job's input is held until it is
+//! answered: in memory up to `UPLOAD_SPOOL_THRESHOLD_BYTES`, past it in a
+//! spool file; an async one is kept by the page store before the 202);
+//! whatever is not used is given back when the request ends, including
+//! when the connection's body timeouts cut the upload.
 //!
 //! A `mode` carried inside a body (a multipart or JSON field) is known only
 //! after the body was read: a body that turns a sync request async takes

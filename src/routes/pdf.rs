@@ -8,11 +8,15 @@
 //! lead out of it are refused with 400). Options come from the query string
 //! or the body (JSON fields, multipart fields): `dpi`, `pages`, `password`,
 //! `timeout_ms`; the body wins where both give one.
+//!
+//! An upload (raw or the `file` field) is read as it arrives
+//! ([`crate::upload`]): held in memory up to `UPLOAD_SPOOL_THRESHOLD_BYTES`,
+//! streamed to a spool file in the output folder past it, and refused with
+//! 413 at the chunk that crosses `MAX_UPLOAD_BYTES`.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +37,7 @@ use crate::render::process::RendererSpec;
 use crate::state::{AppState, StartContext};
 use crate::storage::{InputRef, JobInput};
 use crate::tenants::{may_see, Caller};
+use crate::upload::Upload;
 use crate::workers::pdf::{PdfJob, PdfOutput, PdfSettings, PdfWorker, RendererSlots};
 
 use super::admission::Admission;
@@ -347,16 +352,15 @@ async fn read_input(
         .to_ascii_lowercase();
     match mime.as_str() {
         "application/pdf" => {
-            let bytes = Bytes::from_request(request, state)
-                .await
-                .map_err(|e| body_error(&e, e.status(), e.body_text()))?;
-            Ok((pdf_bytes(bytes)?, PdfOptions::default()))
+            let mut upload = new_upload(state);
+            upload.read_body(request.into_body()).await?;
+            Ok((pdf_input(upload.finish().await?)?, PdfOptions::default()))
         }
         "multipart/form-data" => {
             let multipart = Multipart::from_request(request, state)
                 .await
                 .map_err(|e| body_error(&e, e.status(), e.body_text()))?;
-            read_multipart(multipart).await
+            read_multipart(state, multipart).await
         }
         "application/json" => {
             let ApiJson(body) = ApiJson::<PdfJsonBody>::from_request(request, state).await?;
@@ -370,15 +374,36 @@ async fn read_input(
     }
 }
 
-async fn read_multipart(mut multipart: Multipart) -> Result<(JobInput, PdfOptions), ApiError> {
+/// An upload to `POST /jobs/pdf`, under its threshold and limit.
+fn new_upload(state: &AppState) -> Upload<'_> {
+    let pdf = &state.config.pdf;
+    Upload::new(
+        &*state.pages,
+        pdf.upload_spool_threshold_bytes,
+        pdf.max_upload_bytes,
+    )
+}
+
+async fn read_multipart(
+    state: &AppState,
+    mut multipart: Multipart,
+) -> Result<(JobInput, PdfOptions), ApiError> {
     let mut file = None;
     let mut options = PdfOptions::default();
     let field_error =
         |e: axum::extract::multipart::MultipartError| body_error(&e, e.status(), e.body_text());
-    while let Some(field) = multipart.next_field().await.map_err(field_error)? {
+    while let Some(mut field) = multipart.next_field().await.map_err(field_error)? {
         let name = field.name().unwrap_or("").to_string();
         match name.as_str() {
-            "file" => file = Some(field.bytes().await.map_err(field_error)?),
+            "file" => {
+                // A second `file` field replaces the first (whose spool
+                // file, if any, goes with it).
+                let mut upload = new_upload(state);
+                while let Some(chunk) = field.chunk().await.map_err(field_error)? {
+                    upload.push(chunk).await?;
+                }
+                file = Some(upload.finish().await?);
+            }
             "dpi" | "pages" | "password" | "timeout_ms" | "mode" => {
                 let text = field.text().await.map_err(field_error)?;
                 match name.as_str() {
@@ -398,7 +423,7 @@ async fn read_multipart(mut multipart: Multipart) -> Result<(JobInput, PdfOption
     }
     let file =
         file.ok_or_else(|| ApiError::BadRequest("the multipart body has no `file` field".into()))?;
-    Ok((pdf_bytes(file)?, options))
+    Ok((pdf_input(file)?, options))
 }
 
 fn parse_number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ApiError> {
@@ -407,11 +432,13 @@ fn parse_number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ApiEr
         .map_err(|_| ApiError::BadRequest(format!("{name} must be a whole number, got {text:?}")))
 }
 
-fn pdf_bytes(bytes: Bytes) -> Result<JobInput, ApiError> {
-    if bytes.is_empty() {
+/// An upload as a PDF job's input: not empty. (A spooled one never is: it
+/// is past its threshold.)
+fn pdf_input(input: JobInput) -> Result<JobInput, ApiError> {
+    if matches!(&input, JobInput::Inline(bytes) if bytes.is_empty()) {
         return Err(ApiError::Invalid("the PDF is empty (0 bytes)".into()));
     }
-    Ok(JobInput::Inline(bytes))
+    Ok(input)
 }
 
 /// A checked file in `DATA_DIR` as a job's input.

@@ -20,8 +20,9 @@ use crate::extract::AsyncMode;
 use crate::jobs::{AsyncRequest, Idempotency, JobSnapshot};
 use crate::kind::{to_result, JobKind, Recorded};
 use crate::state::AppState;
-use crate::storage::{is_storage_full, InputRef, JobInput};
+use crate::storage::{is_storage_full, InputRef, JobInput, SpoolFile};
 use crate::tenants::Caller;
+use crate::upload::store_error;
 
 use super::view::JobView;
 
@@ -182,8 +183,14 @@ pub fn accepted(view: JobView, mode: &AsyncMode, replayed: bool) -> Response {
 }
 
 /// A digest of what the request asks for, so that a reused key with
-/// another request is told apart.
-fn fingerprint(kind: &str, params: &serde_json::Value, input: Option<&JobInput>) -> String {
+/// another request is told apart. An upload's bytes count alike held in
+/// memory or spooled (read back from its file), so the threshold never
+/// changes a fingerprint.
+async fn fingerprint(
+    kind: &str,
+    params: &serde_json::Value,
+    input: Option<&JobInput>,
+) -> Result<String, ApiError> {
     let mut hash = Sha256::new();
     hash.update(kind.as_bytes());
     hash.update([0]);
@@ -191,12 +198,24 @@ fn fingerprint(kind: &str, params: &serde_json::Value, input: Option<&JobInput>)
     hash.update([0]);
     match input {
         Some(JobInput::Inline(bytes)) => hash.update(bytes),
+        Some(JobInput::Spooled(file)) => hash = hash_file(hash, Arc::clone(file)).await?,
         Some(JobInput::Stored(stored)) => {
             hash.update(serde_json::to_string(stored).unwrap_or_default().as_bytes())
         }
         None => {}
     }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Feeds a spooled upload to `hash`, read in chunks off the runtime's threads.
+async fn hash_file(mut hash: Sha256, file: Arc<SpoolFile>) -> Result<Sha256, ApiError> {
+    let read = tokio::task::spawn_blocking(move || {
+        file.read_chunks(|chunk| hash.update(chunk)).map(|()| hash)
+    });
+    read.await
+        .map_err(std::io::Error::other)
+        .and_then(|hashed| hashed)
+        .map_err(|e| ApiError::Internal(format!("cannot read the upload: {e}")))
 }
 
 /// Accepts a job of type `K` in async mode.
@@ -212,10 +231,13 @@ async fn accept<K: JobKind>(
     let view = |job: JobSnapshot| JobView::of(job, K::MAKES_PAGES);
     let recorded_params = serde_json::to_value(&params)
         .map_err(|e| ApiError::Internal(format!("cannot record the request: {e}")))?;
-    let idempotency = mode.idempotency_key.clone().map(|key| Idempotency {
-        key,
-        fingerprint: fingerprint(K::NAME, &recorded_params, input.as_ref()),
-    });
+    let idempotency = match mode.idempotency_key.clone() {
+        Some(key) => Some(Idempotency {
+            key,
+            fingerprint: fingerprint(K::NAME, &recorded_params, input.as_ref()).await?,
+        }),
+        None => None,
+    };
     if let Some(idem) = &idempotency {
         if let Some(job) = state.jobs.find_by_key(idem).await? {
             return Ok(accepted(view(job), mode, true));
@@ -234,17 +256,24 @@ async fn accept<K: JobKind>(
     };
     kind.build(&params, input.as_ref())?;
     let job_id = Uuid::new_v4();
+    let cannot_keep = |e: std::io::Error| store_error(format!("cannot keep the upload: {e}"), &e);
+    // A spooled upload is linked into place; its spool file goes when
+    // `file` drops, at the end of this match.
     let stored = match input {
-        Some(JobInput::Inline(bytes)) => {
-            Some(state.pages.keep_input(job_id, bytes).await.map_err(|e| {
-                let message = format!("cannot keep the upload: {e}");
-                if is_storage_full(&e) {
-                    ApiError::InsufficientStorage(message)
-                } else {
-                    ApiError::Unavailable(message)
-                }
-            })?)
-        }
+        Some(JobInput::Inline(bytes)) => Some(
+            state
+                .pages
+                .keep_input(job_id, bytes)
+                .await
+                .map_err(cannot_keep)?,
+        ),
+        Some(JobInput::Spooled(file)) => Some(
+            state
+                .pages
+                .keep_spooled(job_id, &file)
+                .await
+                .map_err(cannot_keep)?,
+        ),
         Some(JobInput::Stored(stored)) => Some(stored),
         None => None,
     };
@@ -280,4 +309,31 @@ async fn accept<K: JobKind>(
         mode,
         accepted_job.replayed,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Layout, LocalPages, PageStore};
+
+    #[tokio::test]
+    async fn an_upload_has_one_fingerprint_held_in_memory_or_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        let pages = LocalPages::new(layout);
+        let bytes = b"%PDF-1.7 the same upload".repeat(50_000);
+        let mut writer = pages.spool_upload().unwrap();
+        for chunk in bytes.chunks(7_000) {
+            writer.write(chunk).await.unwrap();
+        }
+        let spooled = JobInput::Spooled(Arc::new(writer.finish().await.unwrap()));
+        let inline = JobInput::Inline(bytes.clone().into());
+        let params = serde_json::json!({"dpi": 72});
+        let of = |input| fingerprint("pdf", &params, Some(input));
+        let (a, b) = (of(&inline).await.unwrap(), of(&spooled).await.unwrap());
+        assert_eq!(a, b, "the threshold does not change a fingerprint");
+        let other = JobInput::Inline(bytes[1..].to_vec().into());
+        assert_ne!(of(&other).await.unwrap(), b, "other bytes, another one");
+    }
 }

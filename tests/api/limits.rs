@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use jobserver::config::PoolConfig;
+use jobserver::config::{Config, PoolConfig};
 use jobserver::routes::standard_kinds;
 use jobserver::storage::{
-    ImageFormat, InputRef, JobInput, Layout, LocalInput, LocalPages, PageStore, Scratch, StoreOp,
-    StoredPage,
+    ImageFormat, InputRef, JobInput, Layout, LocalInput, LocalPages, PageStore, Scratch, SpoolFile,
+    SpoolWriter, StoreOp, StoredPage,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -118,7 +118,8 @@ async fn below_the_disk_floor_pdf_jobs_get_503_and_readiness_fails_while_message
 
 /// The output folder as a page store whose disk fills up: once `room`
 /// pages have been stored, storing another fails with `ENOSPC`, as a
-/// full filesystem answers. Refilling `room` frees the disk again.
+/// full filesystem answers, and so does spooling an upload. Refilling
+/// `room` frees the disk again.
 struct FillingUp {
     inner: LocalPages,
     room: Arc<AtomicU64>,
@@ -163,6 +164,21 @@ impl PageStore for FillingUp {
         self.inner.keep_input(job_id, bytes)
     }
 
+    fn spool_upload(&self) -> io::Result<SpoolWriter> {
+        match self.room.load(Ordering::SeqCst) {
+            0 => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+            _ => self.inner.spool_upload(),
+        }
+    }
+
+    fn keep_spooled<'a>(
+        &'a self,
+        job_id: Uuid,
+        upload: &'a SpoolFile,
+    ) -> BoxFuture<'a, io::Result<InputRef>> {
+        self.inner.keep_spooled(job_id, upload)
+    }
+
     fn has_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, bool> {
         self.inner.has_input(input)
     }
@@ -186,6 +202,11 @@ impl PageStore for FillingUp {
 
 /// A server whose page store holds `room` pages before its disk is full.
 async fn spawn_filling_up(room: &Arc<AtomicU64>) -> TestApp {
+    spawn_filling_up_with(room, test_config()).await
+}
+
+/// [`spawn_filling_up`] with `config`.
+async fn spawn_filling_up_with(room: &Arc<AtomicU64>, config: Config) -> TestApp {
     let mut kinds = standard_kinds();
     let room = Arc::clone(room);
     kinds.page_store(move |layout: &Layout| {
@@ -194,7 +215,7 @@ async fn spawn_filling_up(room: &Arc<AtomicU64>) -> TestApp {
             room,
         })
     });
-    spawn_app_with(test_config(), kinds).await
+    spawn_app_with(config, kinds).await
 }
 
 #[tokio::test]
@@ -236,6 +257,29 @@ async fn a_disk_that_fills_up_mid_job_answers_507_and_keeps_nothing_of_the_job()
     )
     .await;
     assert_eq!(done["pages"].as_array().unwrap().len(), 3, "{done}");
+}
+
+#[tokio::test]
+async fn an_upload_that_cannot_be_spooled_for_lack_of_space_is_refused_and_keeps_nothing() {
+    let room = Arc::new(AtomicU64::new(0));
+    let mut config = test_config();
+    config.pdf.upload_spool_threshold_bytes = 1024;
+    let app = spawn_filling_up_with(&room, config).await;
+    for query in ["?dpi=36", "?dpi=36&mode=async"] {
+        let response = app.upload_pdf(query, fixture("text.pdf")).await;
+        let body = error_body(response, 503, "insufficient_storage").await;
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("cannot spool the upload"),
+            "{query}: {message}"
+        );
+    }
+    let left = leftovers(app.output_dir());
+    assert!(left.is_empty(), "nothing was kept: {left:?}");
+    assert_eq!(app.pages_rendered(), 0, "nothing was rendered");
+
+    room.store(u64::MAX, Ordering::SeqCst);
+    ok_json(app.upload_pdf("?dpi=36", fixture("text.pdf")).await).await;
 }
 
 #[tokio::test]

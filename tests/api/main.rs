@@ -17,4 +17,5 @@ mod plugin;
 mod protocol;
 mod router;
 mod shutdown;
+mod spool;
 mod tenants;

@@ -49,7 +49,8 @@ impl PdfWorker {
         if lanes.is_empty() {
             return self.render_alone(request, payload, ctx, on_page, false);
         }
-        // Renderers read an upload from a file so it crosses a pipe once.
+        // Renderers read an upload held in memory from a file so it
+        // crosses a pipe once (a spooled one already is a file).
         let spooled = match &request.source {
             Source::Payload => {
                 let bytes = JobInput::Inline(Bytes::copy_from_slice(payload));

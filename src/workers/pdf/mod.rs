@@ -303,14 +303,14 @@ impl Worker for PdfWorker {
         let job_id = ctx.job_id;
         let pages = Arc::clone(&self.settings.pages);
         let scratch = pages.scratch(job_id).map_err(PdfError::Output)?;
-        // An upload crosses the pipe as the frame's payload; a stored
-        // input is a file the renderer reads.
+        // An upload held in memory crosses the pipe as the frame's
+        // payload; a spooled upload or a stored input is a file the
+        // renderer reads (the job holds a spooled upload's file until it
+        // ends, and `_local` holds it too).
         let (source, payload, _local) = match &job.input {
             JobInput::Inline(bytes) => (Source::Payload, bytes.as_ref(), None),
-            stored => {
-                let local = pages
-                    .local_input(job_id, stored)
-                    .map_err(PdfError::Output)?;
+            file @ (JobInput::Spooled(_) | JobInput::Stored(_)) => {
+                let local = pages.local_input(job_id, file).map_err(PdfError::Output)?;
                 (
                     Source::File(local.path().to_path_buf()),
                     &[][..],
