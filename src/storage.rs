@@ -637,10 +637,11 @@ pub fn is_storage_full(e: &io::Error) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, LocalPages) {
+    /// A page store in a fresh temporary folder.
+    pub(crate) fn store() -> (tempfile::TempDir, LocalPages) {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         layout.create().unwrap();

@@ -160,14 +160,7 @@ pub fn store_error(message: String, e: &io::Error) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Layout, LocalPages};
-
-    fn store() -> (tempfile::TempDir, LocalPages) {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path());
-        layout.create().unwrap();
-        (dir, LocalPages::new(layout))
-    }
+    use crate::storage::tests::store;
 
     fn spooled(dir: &tempfile::TempDir) -> Vec<std::path::PathBuf> {
         std::fs::read_dir(dir.path().join(".spool"))

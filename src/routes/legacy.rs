@@ -26,7 +26,7 @@ use crate::tenants::Caller;
 use super::doc::SubmitResponses;
 use super::message::{MessageKind, MessageRequest};
 use super::pdf::{data_file, PdfKind, PdfOptions};
-use super::submit::{run, Reserved, Submit};
+use super::submit::{run, Submit};
 
 /// The PDF `pdf2image` renders when `data` names none.
 pub const DEFAULT_SAMPLE: &str = "sample.pdf";
@@ -89,13 +89,7 @@ pub async fn multi_thread(
                 work_ms: request.work_ms,
                 timeout_ms: None,
             };
-            let submit = Submit {
-                state: &state,
-                kind: &kind,
-                mode: &mode,
-                caller: &caller,
-                reserved: Reserved::default(),
-            };
+            let submit = Submit::new(&state, &kind, &mode, &caller);
             seed(submit, message, None, |done| done.output.text.clone()).await
         }
         "pdf2image" => {
@@ -107,13 +101,7 @@ pub async fn multi_thread(
             };
             let path = super::pdf::resolve_data_path(&state.config.data_dir, name)?;
             let input = Some(data_file(path));
-            let submit = Submit {
-                state: &state,
-                kind: &kind,
-                mode: &mode,
-                caller: &caller,
-                reserved: Reserved::default(),
-            };
+            let submit = Submit::new(&state, &kind, &mode, &caller);
             seed(submit, PdfOptions::default(), input, |done| {
                 format!(
                     "rendered {} pages to /jobs/{}/pages/ nPages={}",

@@ -53,7 +53,24 @@ impl<W: crate::queue::Worker> Default for Reserved<W> {
     }
 }
 
-impl<K: JobKind> Submit<'_, K> {
+impl<'a, K: JobKind> Submit<'a, K> {
+    /// A request that reserved nothing before its body was read: its
+    /// places are taken at submit.
+    pub fn new(
+        state: &'a AppState,
+        kind: &'a Arc<K>,
+        mode: &'a AsyncMode,
+        caller: &'a Caller,
+    ) -> Self {
+        Submit {
+            state,
+            kind,
+            mode,
+            caller,
+            reserved: Reserved::default(),
+        }
+    }
+
     /// Runs the job and replies, or in async mode accepts it (202).
     pub async fn run_or_accept(self, params: K::Params, input: Option<JobInput>) -> Reply {
         if self.mode.is_async {
