@@ -54,8 +54,49 @@ flood_peak=$(hwm)
 sleep 1
 flood_after=$(rss)
 statuses=$(cat "$tmp"/upload.* | awk '{ print $1 }' | sort | uniq -c | awk '{ printf "%s%s × %s", (NR > 1 ? ", " : ""), $1, $2 }')
-refused_ms=$(cat "$tmp"/upload.* | awk '$1 == 503 { print $2 * 1000 }' | sort -n |
-  awk '{ v[NR] = $1 } END { if (NR) printf "median %.0f ms, max %.0f ms", v[int((NR + 1) / 2)], v[NR]; else print "none" }')
+# spread COLUMN: the median and max, in ms, of a refused upload's curl time.
+spread() {
+  cat "$tmp"/upload.* | awk -v c="$1" '$1 == 503 { print $c * 1000 }' | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) printf "median %.0f ms, max %.0f ms", v[int((NR + 1) / 2)], v[NR]; else print "none" }'
+}
+refused_ms=$(spread 2)
+
+
+# 1b. The same flood from a client that times the answer itself: from the
+# end of its request head to the answer's first byte, while it goes on
+# sending its body.
+first_byte=$(python3 - "$port" "$uploads" "$tmp/big.pdf" <<'EOF'
+import socket, sys, threading, time
+port, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+body = open(path, "rb").read()
+head = (f"POST /jobs/pdf?dpi=36&pages=1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/pdf\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+results = []
+def one():
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(head)
+    sent = time.monotonic()
+    def send_body():
+        try:
+            for i in range(0, len(body), 1 << 20):
+                s.sendall(body[i:i + (1 << 20)])
+        except OSError:
+            pass
+    threading.Thread(target=send_body, daemon=True).start()
+    first = s.recv(64)
+    took = (time.monotonic() - sent) * 1000
+    results.append((first[9:12].decode(errors="replace"), took))
+    s.close()
+threads = [threading.Thread(target=one) for _ in range(n)]
+for t in threads: t.start()
+for t in threads: t.join()
+refused = sorted(ms for code, ms in results if code == "503")
+if refused:
+    print(f"{len(refused)} × 503, first byte median {refused[len(refused) // 2]:.1f} ms, max {refused[-1]:.1f} ms")
+else:
+    print("no 503")
+EOF
+)
 
 # 2. Slowloris: one client (127.0.0.2) opens SLOW_CONNECTIONS connections,
 # each with half a request head, while a normal client asks for /livez
@@ -114,7 +155,8 @@ rate limit off, every other setting at its default), $(date -u +%Y-%m-%d), $(npr
 
 | what was tried | what happened |
 |---|---|
-| $uploads concurrent uploads of $upload_mb MB to \`POST /jobs/pdf\`, bodies sent without waiting (\`Expect:\` off) | statuses: $statuses; refused ones answered from their headers, curl's total time (its own sending included) $refused_ms; server peak RSS **$flood_peak MB** (idle: $idle_rss MB), $flood_after MB resident 1 s after |
+| $uploads concurrent uploads of $upload_mb MB to \`POST /jobs/pdf\`, bodies sent without waiting (\`Expect:\` off) | statuses: $statuses; refused ones answered from their headers, curl's whole exchange (its own sending of the body included) $refused_ms; server peak RSS **$flood_peak MB** (idle: $idle_rss MB), $flood_after MB resident 1 s after |
+| the same flood again, timed by a client of its own from the end of each request head to the answer's first byte, sending its body all the while | $first_byte |
 | $slow connections from 127.0.0.2, each with half a request head | $(head -1 "$tmp/slowloris.out"); $open_during connections open 5 s into the attack; in all $refused_conns refused at accept (MAX_CONNECTIONS_PER_CLIENT) and $header_cut cut by HEADER_READ_TIMEOUT_MS; $(tail -1 "$tmp/slowloris.out"); accept errors logged: $accept_errors |
 | meanwhile, a normal client on 127.0.0.1 | \`/livez\`: $livez; a one-page PDF job: $pdf |
 EOF
