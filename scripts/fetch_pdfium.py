@@ -39,26 +39,22 @@ Usage
 """
 
 import argparse
-import contextlib
 import glob
-import hashlib
-import os
 import platform
-import re
-import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
+
+from pinned_wheels import (
+    Failure, extract_verified, pip_download, read_stamp, run, sha256_file, write_stamp,
+)
 
 PYPDFIUM2_VERSION = "5.15.2"
 PDFIUM_BUILD = "8149"
 MEMBER = "pypdfium2_raw/libpdfium.so"
 LIB_NAME = "libpdfium.so"
 STAMP_NAME = LIB_NAME + ".sha256"
-# Whole-run limit for pip, so that a build never hangs on a dead network.
-PIP_TIMEOUT_S = 600
 
 # (arch, libc) -> (pip --platform tag, wheel sha256, libpdfium.so sha256)
 WHEELS = {
@@ -89,20 +85,8 @@ ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "ar
 PROG = "fetch_pdfium"
 
 
-class Failure(Exception):
-    """A failure reported as one line on stderr, exit status 1."""
-
-
 def say(msg):
     print(f"{PROG}: {msg}", file=sys.stderr)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def host_libc():
@@ -131,15 +115,6 @@ def pick_wheel(arch, libc):
     return norm, libc, WHEELS[(norm, libc)]
 
 
-def read_stamp(path):
-    try:
-        text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError):
-        return None
-    parts = text.split()
-    return parts[0].lower() if parts else None
-
-
 def already_done(dest, lib_sha):
     lib, stamp = dest / LIB_NAME, dest / STAMP_NAME
     if not lib.is_file() or read_stamp(stamp) != lib_sha:
@@ -150,104 +125,16 @@ def already_done(dest, lib_sha):
         return False
 
 
-def pip_failure_reason(output):
-    lines = [l.strip() for l in output.splitlines() if l.strip()]
-    if any("No module named pip" in l for l in lines):
-        return f"pip is not available for {sys.executable} (install python3-pip)"
-    errors = [l for l in lines if l.startswith("ERROR:")]
-    net = [l for l in lines if any(k in l for k in (
-        "NewConnectionError", "Failed to establish", "Name or service not known",
-        "Temporary failure in name resolution", "ConnectTimeout", "ReadTimeout",
-        "Network is unreachable", "Connection refused", "SSLError", "ProxyError"))]
-    if net:
-        # pip's retry warnings name the real cause; its final ERROR line does not.
-        m = re.search(r"\[Errno -?\d+\][^'\")]*", net[-1])
-        return "network error reaching the package index: " + (m.group(0) if m else net[-1][:300])
-    if errors:
-        return errors[-1][:300]
-    return (lines[-1][:300] if lines else "no output")
-
-
 def download_wheel(tag, workdir):
-    cmd = [
-        sys.executable, "-m", "pip", "download",
-        f"pypdfium2=={PYPDFIUM2_VERSION}",
-        "--no-deps", "--only-binary=:all:", "--platform", tag,
-        "--dest", str(workdir),
-        "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-    ]
-    env = dict(os.environ)
-    # `pip download` installs nothing, so a venv requirement does not apply.
-    env["PIP_REQUIRE_VIRTUALENV"] = "0"
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, env=env, timeout=PIP_TIMEOUT_S)
-    except OSError as e:
-        raise Failure(f"cannot run {sys.executable} -m pip: {e}")
-    except subprocess.TimeoutExpired:
-        raise Failure(f"pip download did not finish within {PIP_TIMEOUT_S} s (network?)")
-    output = proc.stdout.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        raise Failure(f"pip download failed (exit {proc.returncode}): "
-                      + pip_failure_reason(output))
+    pip_download([f"pypdfium2=={PYPDFIUM2_VERSION}", "--platform", tag], workdir)
     wheels = sorted(Path(workdir).glob("pypdfium2-*.whl"))
     if len(wheels) != 1:
         raise Failure(f"pip download produced {len(wheels)} pypdfium2 wheels, expected 1")
     return wheels[0]
 
 
-@contextlib.contextmanager
-def replacing(path):
-    """Yields (fd, name) of a new temporary file beside `path`; when the block
-    ends without an error the file replaces `path` (os.replace), otherwise it
-    is removed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        yield fd, tmp
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def extract_lib(wheel, dest, lib_sha):
-    lib = dest / LIB_NAME
-    with replacing(lib) as (fd, tmp):
-        h = hashlib.sha256()
-        with zipfile.ZipFile(wheel) as zf, os.fdopen(fd, "wb") as out:
-            try:
-                info = zf.getinfo(MEMBER)
-            except KeyError:
-                raise Failure(f"{wheel.name} has no {MEMBER}")
-            with zf.open(info) as src:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    h.update(chunk)
-                    out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if h.hexdigest() != lib_sha:
-            raise Failure(f"{MEMBER} in {wheel.name} has SHA-256 {h.hexdigest()}, "
-                          f"expected {lib_sha}; refusing it")
-        os.chmod(tmp, 0o755)
-        # Keep the archive's timestamp (like unzip) rather than "now": build.rs
-        # watches this file, and a file newer than the build-script run would
-        # make cargo rerun the script once more for nothing.
-        try:
-            mtime = min(time.mktime(info.date_time + (0, 0, -1)), time.time() - 60)
-            os.utime(tmp, (mtime, mtime))
-        except (OverflowError, ValueError, OSError):
-            pass
-    return lib
-
-
-def write_stamp(dest, lib_sha):
-    with replacing(dest / STAMP_NAME) as (fd, tmp):
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(f"{lib_sha}  {LIB_NAME}\n")
-        os.chmod(tmp, 0o644)
+    return extract_verified(wheel, MEMBER, dest / LIB_NAME, lib_sha)
 
 
 def main(argv=None):
@@ -264,36 +151,29 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     dest = Path(args.dest).absolute()
-    try:
-        _, _, (tag, wheel_sha, lib_sha) = pick_wheel(args.arch, args.libc)
-        what = f"pdfium {PDFIUM_BUILD} (pypdfium2 {PYPDFIUM2_VERSION}, {tag})"
-        if already_done(dest, lib_sha):
-            say(f"{dest / LIB_NAME} is already {what}; nothing to do")
-            return 0
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="fetch_pdfium.") as work:
-            wheel = download_wheel(tag, work)
-            got = sha256_file(wheel)
-            if got != wheel_sha:
-                raise Failure(f"SHA-256 mismatch for {wheel.name}: got {got}, "
-                              f"pinned {wheel_sha}; refusing it")
-            try:
-                dest.mkdir(parents=True, exist_ok=True)
-                lib = extract_lib(wheel, dest, lib_sha)
-                write_stamp(dest, lib_sha)
-            except OSError as e:
-                raise Failure(f"cannot write into {dest}: {e}")
-            size = wheel.stat().st_size
-        say(f"fetched {what}: {size / 1e6:.1f} MB wheel verified, "
-            f"wrote {lib} in {time.monotonic() - started:.1f} s")
+    _, _, (tag, wheel_sha, lib_sha) = pick_wheel(args.arch, args.libc)
+    what = f"pdfium {PDFIUM_BUILD} (pypdfium2 {PYPDFIUM2_VERSION}, {tag})"
+    if already_done(dest, lib_sha):
+        say(f"{dest / LIB_NAME} is already {what}; nothing to do")
         return 0
-    except Failure as e:
-        say(f"error: {e}")
-        return 1
-    except KeyboardInterrupt:
-        say("error: interrupted")
-        return 1
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fetch_pdfium.") as work:
+        wheel = download_wheel(tag, work)
+        got = sha256_file(wheel)
+        if got != wheel_sha:
+            raise Failure(f"SHA-256 mismatch for {wheel.name}: got {got}, "
+                          f"pinned {wheel_sha}; refusing it")
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            lib = extract_lib(wheel, dest, lib_sha)
+            write_stamp(dest / STAMP_NAME, lib_sha, LIB_NAME)
+        except OSError as e:
+            raise Failure(f"cannot write into {dest}: {e}")
+        size = wheel.stat().st_size
+    say(f"fetched {what}: {size / 1e6:.1f} MB wheel verified, "
+        f"wrote {lib} in {time.monotonic() - started:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, say))
