@@ -368,7 +368,7 @@ impl Watch {
         if a.in_flight == 0 && a.head_since.is_none() {
             a.head_since = Some(Instant::now());
             drop(a);
-            self.changed.notify_one();
+            self.changed();
         }
     }
 
@@ -377,8 +377,16 @@ impl Watch {
         a.in_flight += 1;
         a.head_since = None;
         drop(a);
-        self.changed.notify_one();
+        self.changed();
         InFlight(Arc::clone(self))
+    }
+
+    /// Wakes whoever waits on the activity: every waiter now (the idle
+    /// watchdog and, on shutdown, [`not_answering`]), and a permit for a
+    /// wait that begins just after.
+    fn changed(&self) {
+        self.changed.notify_waiters();
+        self.changed.notify_one();
     }
 
     /// When the connection is to be closed if nothing changes, and why;
@@ -414,7 +422,7 @@ impl Drop for InFlight {
         a.served += 1;
         a.idle_since = Instant::now();
         drop(a);
-        self.0.changed.notify_one();
+        self.0.changed();
     }
 }
 
@@ -499,9 +507,26 @@ async fn serve_connection(
                 stop_asked = true;
                 conn.as_mut().graceful_shutdown();
             }
+            // Draining: a connection that is not answering a request (idle,
+            // or with a head still arriving) has nothing to finish.
+            () = not_answering(&watch), if stop_asked => {
+                tracing::debug!(%peer, "closing a connection with no request in flight on shutdown");
+                break;
+            }
         }
     }
     drop(place);
+}
+
+/// Resolves once the connection is answering no request.
+async fn not_answering(watch: &Watch) {
+    loop {
+        let notified = watch.changed.notified();
+        if watch.activity.lock().in_flight == 0 {
+            return;
+        }
+        notified.await;
+    }
 }
 
 /// The request as the router sees it: the client's address, the peer's,

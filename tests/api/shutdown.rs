@@ -50,3 +50,30 @@ fn the_binary_refuses_an_invalid_variable_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("MESSAGE_WORKERS"), "stderr: {stderr}");
 }
+
+#[tokio::test]
+async fn shutdown_closes_a_connection_whose_head_is_still_arriving_but_finishes_a_request_in_flight(
+) {
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    let mut config = test_config();
+    // Longer than the wait below: only the drain may close the connection.
+    config.connections.header_read_timeout = Duration::from_secs(60);
+    config.shutdown_grace = Duration::from_secs(60);
+    let mut app = spawn_app(config).await;
+    let mut half = app.send_raw("GET /livez HTTP/1.1\r\nHost: x\r\n").await;
+    let running = app.spawn_message(json!({"text": "running", "work_ms": 300}));
+    wait_until("the job runs", || app.busy("message") == 1).await;
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("the drain does not wait for a half-sent head")
+        .expect("the server drains cleanly");
+    assert_eq!(
+        running.await.unwrap().status(),
+        200,
+        "the request in flight is answered"
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), half.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the half-sent connection was closed");
+}
