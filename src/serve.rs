@@ -252,6 +252,23 @@ fn refusal_bytes(refusal: Refusal) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Connections the kernel may hold for the accept loop (the kernel caps it
+/// at `net.core.somaxconn`). The standard library's (and tokio's) 128 is
+/// overrun by a burst of a few hundred connects, and then the kernel drops
+/// every client's SYNs, legitimate ones included, for a second or more.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `router` on `listener` within `config`'s bounds until `shutdown`
 /// resolves, then lets every connection finish its in-flight requests.
 /// `max_connections` is the cap in force (see [`connection_cap`]).
@@ -813,6 +830,33 @@ impl AsyncWrite for Watched {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_connects_waits_in_the_backlog_without_a_dropped_syn() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Nothing accepts: every connect must complete from the backlog. Past
+        // a backlog of 128 the kernel drops SYNs and the client resends its
+        // after a second, far past this limit.
+        // The kernel caps the backlog at somaxconn (4096 by default).
+        let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        let n = 600.min(cap.saturating_sub(8));
+        let connects = (0..n).map(|_| {
+            tokio::time::timeout(
+                Duration::from_millis(700),
+                tokio::net::TcpStream::connect(addr),
+            )
+        });
+        let results = futures_util::future::join_all(connects).await;
+        let waited = results.iter().filter(|r| r.is_err()).count();
+        assert_eq!(
+            waited, 0,
+            "{waited} of 600 connects waited for a resent SYN"
+        );
+    }
     use axum::http::HeaderValue;
 
     fn behind(proxies: &str) -> ConnectionConfig {

@@ -45,11 +45,8 @@ impl Application {
 
     /// Binds `config.bind_addr` and starts the worker types of `registry`.
     pub async fn build_with(config: Config, registry: Registry) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.bind_addr).await?;
-        let admin = match config.admin_bind_addr {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
-            None => None,
-        };
+        let listener = serve::bind(config.bind_addr)?;
+        let admin = config.admin_bind_addr.map(serve::bind).transpose()?;
         let state = AppState::start(config, registry).await?;
         Ok(Application {
             listener,
