@@ -214,3 +214,38 @@ pub fn judge_all(checks: &mut Checks, log: &Log, servers: &[(&str, bool)], term:
         },
     );
 }
+
+/// Records matching `f`.
+pub fn count(log: &Log, f: impl Fn(&Record) -> bool) -> usize {
+    log.records.iter().filter(|r| f(r)).count()
+}
+
+/// The load did what it is for: A overloaded, B rate-limiting, renderers
+/// killed.
+pub fn load_checks(checks: &mut Checks, log: &Log, injected: u64) {
+    let queue_full = count(log, |r| {
+        r.target == 0 && matches!(&r.res, Res::Http { code: Some(c), .. } if c == "queue_full")
+    });
+    checks.check(
+        "server A overloaded (some 503 queue_full)",
+        queue_full > 0,
+        format!("{queue_full} refused with queue_full"),
+    );
+    let limited = count(log, |r| {
+        r.target == 1 && matches!(r.res, Res::Http { status: 429, .. })
+    });
+    checks.check(
+        "server B rate-limits bursts (some 429)",
+        limited > 0,
+        format!("{limited} answered 429"),
+    );
+    let died = count(
+        log,
+        |r| matches!(&r.res, Res::Http { status: 500, message, .. } if message.contains("renderer process died")),
+    );
+    checks.check(
+        "faults injected",
+        injected > 0,
+        format!("{injected} renderers SIGKILLed; {died} jobs answered 500 renderer died"),
+    );
+}

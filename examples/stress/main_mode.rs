@@ -11,14 +11,14 @@ use serde_json::Value;
 
 use crate::args::Args;
 use crate::async_final::{async_views, judge_async};
-use crate::checks::{judge_all, Checks};
+use crate::checks::{judge_all, load_checks, Checks};
 use crate::clients::{inject_faults, probe_client, run_phase, spawn_clients};
 use crate::ctx::{Ctx, Fixtures, Target};
 use crate::disk::{disk_checks, verifier, DiskReport, Verified};
-use crate::probes::{early_answer_probe, findings_table, idle_kill_probe, Finding};
+use crate::probes::{early_answer_probe, findings_504, findings_table, idle_kill_probe, Finding};
 use crate::proc::fd_kinds;
-use crate::record::{unshare, Kind, Log, Record, Res};
-use crate::report::{async_table, strip_ansi, tables};
+use crate::record::{unshare, Kind, Log};
+use crate::report::{async_table, tables};
 use crate::rng::Rng;
 use crate::servers::{start_server, terminate, Server, EXIT_MARGIN, LIMITED_SERVER, MAIN_SERVER};
 use crate::settle::{resources_back, settle, Settled, FD_MARGIN, RSS_MARGIN_KB};
@@ -294,41 +294,6 @@ async fn stop_check(checks: &mut Checks, server: &mut Server) {
     );
 }
 
-/// Records matching `f`.
-fn count(log: &Log, f: impl Fn(&Record) -> bool) -> usize {
-    log.records.iter().filter(|r| f(r)).count()
-}
-
-/// The load did what it is for: A overloaded, B rate-limiting, renderers
-/// killed.
-fn load_checks(checks: &mut Checks, log: &Log, injected: u64) {
-    let queue_full = count(log, |r| {
-        r.target == 0 && matches!(&r.res, Res::Http { code: Some(c), .. } if c == "queue_full")
-    });
-    checks.check(
-        "server A overloaded (some 503 queue_full)",
-        queue_full > 0,
-        format!("{queue_full} refused with queue_full"),
-    );
-    let limited = count(log, |r| {
-        r.target == 1 && matches!(r.res, Res::Http { status: 429, .. })
-    });
-    checks.check(
-        "server B rate-limits bursts (some 429)",
-        limited > 0,
-        format!("{limited} answered 429"),
-    );
-    let died = count(
-        log,
-        |r| matches!(&r.res, Res::Http { status: 500, message, .. } if message.contains("renderer process died")),
-    );
-    checks.check(
-        "faults injected",
-        injected > 0,
-        format!("{injected} renderers SIGKILLed; {died} jobs answered 500 renderer died"),
-    );
-}
-
 /// Both servers' OUTPUT_DIRs, checked on two threads.
 fn both_disk_checks(
     checks: &mut Checks,
@@ -349,35 +314,6 @@ fn both_disk_checks(
         .violations
         .extend(c1.violations.into_iter().chain(c2.violations));
     (ra.unwrap_or_default(), rb.unwrap_or_default())
-}
-
-/// The two 504 findings: 504s logged at ERROR by server A, and 504s whose
-/// pages stayed on disk.
-fn findings_504(a: &Server, log: &Log, leftover_504: usize) -> [Finding; 2] {
-    let error_504 = strip_ansi(&std::fs::read_to_string(&a.log_path).unwrap_or_default())
-        .lines()
-        .filter(|l| {
-            l.contains("ERROR")
-                && (l.contains("error=\"timeout\"") || l.contains("error=\"queue_timeout\""))
-        })
-        .count();
-    let answered_504 = count(log, |r| {
-        r.target == 0 && matches!(r.res, Res::Http { status: 504, .. })
-    });
-    [
-        Finding {
-            name: "504 answers logged at ERROR (README: expected 504s are not)".into(),
-            present: error_504 > 0,
-            detail: format!(
-                "{error_504} ERROR lines for {answered_504} answers 504 (RUST_LOG=warn)"
-            ),
-        },
-        Finding {
-            name: "504 whose pages stay on disk (job finished as its deadline fired)".into(),
-            present: leftover_504 > 0,
-            detail: format!("{leftover_504} folders"),
-        },
-    ]
 }
 
 fn write_report(out: &mut String, args: &Args, log: &Log, outcome: &Outcome) {

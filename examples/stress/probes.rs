@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::checks::count;
 use crate::clients::{get_json, readyz, renderer_pids};
 use crate::proc::{is_live_child, proc_state, sigkill};
+use crate::record::{Log, Res};
+use crate::report::strip_ansi;
 use crate::servers::{Server, MAX_UPLOAD_BYTES};
 
 /// A known server issue probed for: reported, never a violation.
@@ -152,4 +155,33 @@ pub async fn early_answer_probe(server: &Server) -> Finding {
         present,
         detail,
     }
+}
+
+/// The two 504 findings: 504s logged at ERROR by server A, and 504s whose
+/// pages stayed on disk.
+pub fn findings_504(a: &Server, log: &Log, leftover_504: usize) -> [Finding; 2] {
+    let error_504 = strip_ansi(&std::fs::read_to_string(&a.log_path).unwrap_or_default())
+        .lines()
+        .filter(|l| {
+            l.contains("ERROR")
+                && (l.contains("error=\"timeout\"") || l.contains("error=\"queue_timeout\""))
+        })
+        .count();
+    let answered_504 = count(log, |r| {
+        r.target == 0 && matches!(r.res, Res::Http { status: 504, .. })
+    });
+    [
+        Finding {
+            name: "504 answers logged at ERROR (README: expected 504s are not)".into(),
+            present: error_504 > 0,
+            detail: format!(
+                "{error_504} ERROR lines for {answered_504} answers 504 (RUST_LOG=warn)"
+            ),
+        },
+        Finding {
+            name: "504 whose pages stay on disk (job finished as its deadline fired)".into(),
+            present: leftover_504 > 0,
+            detail: format!("{leftover_504} folders"),
+        },
+    ]
 }
