@@ -1,7 +1,9 @@
-//! The main run: two servers, warm-up, load with renderer kills, then
-//! settling, judging, disk checks, probes and the report.
+//! The main run: two servers, warm-up, load with renderer kills and the
+//! hostile phase's attack on A, then settling, judging, disk checks,
+//! probes and the report.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,10 +17,13 @@ use crate::checks::{judge_all, load_checks, Checks};
 use crate::clients::{inject_faults, probe_client, run_phase, spawn_clients};
 use crate::ctx::{Ctx, Fixtures, Target};
 use crate::disk::{disk_checks, verifier, DiskReport, Verified};
+use crate::hostile::{attack, HostileLog};
+use crate::hostile_checks::hostile_checks;
+use crate::hostile_watch::server_counters;
 use crate::probes::{early_answer_probe, findings_504, findings_table, idle_kill_probe, Finding};
 use crate::proc::fd_kinds;
 use crate::record::{unshare, Kind, Log};
-use crate::report::{async_table, tables};
+use crate::report::{async_table, hostile_table, tables};
 use crate::rng::Rng;
 use crate::servers::{start_server, terminate, Server, EXIT_MARGIN, LIMITED_SERVER, MAIN_SERVER};
 use crate::settle::{resources_back, settle, Settled, FD_MARGIN, RSS_MARGIN_KB};
@@ -40,6 +45,7 @@ struct Outcome {
     injected: u64,
     resources: Vec<Resources>,
     findings: Vec<Finding>,
+    hostile: HostileLog,
 }
 
 pub async fn run(args: &Args, root: &Path, out: &mut String) -> Result<Checks, String> {
@@ -84,7 +90,9 @@ pub async fn run(args: &Args, root: &Path, out: &mut String) -> Result<Checks, S
     );
     let (base_a, base_b) = warm_up(&load, &probe, [&a, &b], args.seed, warmup, t0).await?;
 
-    let (load_time, injected) = load_with_faults(&load, &a, args.seed, duration, t0).await;
+    let (load_time, injected, mut hostile) =
+        load_with_faults(&load, &a, args.seed, duration, t0).await;
+    hostile.counters = server_counters(&probe, &a.base).await;
     verifying.store(true, Ordering::Relaxed);
     let verified = verifier.await.unwrap_or_default();
     eprintln!(
@@ -106,6 +114,7 @@ pub async fn run(args: &Args, root: &Path, out: &mut String) -> Result<Checks, S
     let views = async_views(&probe, &a, &log).await;
     judge_async(&mut checks, &mut log, &views, false);
     load_checks(&mut checks, &log, injected);
+    hostile_checks(&mut checks, &hostile, &log);
     eprintln!(
         "stress: settled and judged in {:.1} s; checking OUTPUT_DIRs",
         checking.elapsed().as_secs_f64()
@@ -140,6 +149,7 @@ pub async fn run(args: &Args, root: &Path, out: &mut String) -> Result<Checks, S
         injected,
         resources,
         findings,
+        hostile,
     };
     write_report(out, args, &log, &outcome);
     Ok(checks)
@@ -155,8 +165,9 @@ struct Load {
 
 impl Load {
     /// Runs the usual mix of clients, the rate-limited class included, for
-    /// `length`; their connections close when it ends.
-    async fn phase(&self, seed: u64, length: Duration) {
+    /// `length`, and if given the hostile phase's attack on that server
+    /// beside them; their connections close when it ends.
+    async fn phase(&self, seed: u64, length: Duration, attacked: Option<SocketAddr>) -> HostileLog {
         let ctx = Ctx::new(
             self.targets.clone(),
             Arc::clone(&self.log),
@@ -164,7 +175,14 @@ impl Load {
             self.isolate,
         );
         let tasks = spawn_clients(&ctx, seed, &[Kind::RateLimited]);
+        let end = Instant::now() + length;
+        let attacker =
+            attacked.map(|server| tokio::spawn(attack(Arc::clone(&ctx), server, seed, end)));
         run_phase(&ctx, tasks, length).await;
+        match attacker {
+            Some(task) => task.await.unwrap_or_default(),
+            None => HostileLog::default(),
+        }
     }
 }
 
@@ -177,7 +195,7 @@ async fn warm_up(
     warmup: Duration,
     t0: Instant,
 ) -> Result<(Settled, Settled), String> {
-    load.phase(seed, warmup).await;
+    load.phase(seed, warmup, None).await;
     eprintln!(
         "stress: warm-up done after {:.1} s",
         t0.elapsed().as_secs_f64()
@@ -198,16 +216,17 @@ async fn baseline(probe: &reqwest::Client, server: &Server) -> Result<Settled, S
         .map_err(|e| format!("{} after warm-up: {e}", server.name))
 }
 
-/// The load with faults; the injector stops a few seconds early so every
-/// renderer it killed has been used (and replaced) before the checks.
-/// Returns how long it took and how many renderers were killed.
+/// The load with faults and the attack on A; the injector stops a few
+/// seconds early so every renderer it killed has been used (and replaced)
+/// before the checks. Returns how long it took, how many renderers were
+/// killed, and what the attack saw.
 async fn load_with_faults(
     load: &Load,
     a: &Server,
     seed: u64,
     duration: Duration,
     t0: Instant,
-) -> (Duration, u64) {
+) -> (Duration, u64, HostileLog) {
     let kills = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let cooldown = (duration / 4).min(Duration::from_secs(5));
@@ -218,13 +237,20 @@ async fn load_with_faults(
         started + duration - cooldown,
         Arc::clone(&kills),
     ));
-    load.phase(seed.rotate_left(17), duration).await;
+    let hostile = load
+        .phase(seed.rotate_left(17), duration, server_addr(a))
+        .await;
     eprintln!(
         "stress: clients stopped after {:.1} s",
         t0.elapsed().as_secs_f64()
     );
     let _ = injector.await;
-    (started.elapsed(), kills.load(Ordering::Relaxed))
+    (started.elapsed(), kills.load(Ordering::Relaxed), hostile)
+}
+
+/// The address a server listens on.
+fn server_addr(server: &Server) -> Option<SocketAddr> {
+    server.base.trim_start_matches("http://").parse().ok()
 }
 
 /// After the load: the server settles, then its fds and RSS come back to
@@ -362,5 +388,6 @@ fn write_report(out: &mut String, args: &Args, log: &Log, outcome: &Outcome) {
             r.rss_kb.1 / 1024
         );
     }
+    hostile_table(out, &outcome.hostile, log);
     let _ = write!(out, "\n{}", findings_table(&outcome.findings));
 }
