@@ -43,8 +43,10 @@ pub const SLOWLORIS_WAVE: (u64, u64) = (40, 200);
 /// not yet accepted, and a wave of 200 SYNs at once can overflow it while
 /// the server's accept loop waits for a core, so the kernel drops SYNs of
 /// every client, normal ones included, who connect only a second later.
-/// The attack here stays well under it (with a wave of the flood, about
-/// 50 connects in 100 ms) so that `/livez` measures the server.
+/// That is probed on its own ([`crate::hostile_watch::backlog_probe`], a
+/// finding); the attack here stays well under it (with a wave of the
+/// flood, about 50 connects in 100 ms) so that `/livez` measures the
+/// server.
 pub const SLOWLORIS_BURST: u64 = 16;
 pub const BURST_GAP: Duration = Duration::from_millis(50);
 /// Slack beyond the server's own timeouts before a connection counts as
@@ -268,7 +270,7 @@ async fn slowloris(
 }
 
 /// A TCP connection to `server` from the address `from`.
-async fn connect_from(from: Ipv4Addr, server: SocketAddr) -> io::Result<TcpStream> {
+pub async fn connect_from(from: Ipv4Addr, server: SocketAddr) -> io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(IpAddr::V4(from), 0))?;
     socket.connect(server).await

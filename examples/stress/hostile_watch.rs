@@ -1,7 +1,7 @@
 //! The attacked server as seen from outside: what came back on an
 //! attacking connection, `/livez` from a normal client during the attack,
 //! the server's connections per client address (kernel view), its own
-//! connection counters, and the kernel's count of listen-queue overflows.
+//! connection counters, and the listen-queue probe.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::hostile::{LivezProbe, Seen, ATTACKER, NORMAL};
+use crate::hostile::{connect_from, LivezProbe, Seen, ATTACKER, NORMAL};
+use crate::probes::Finding;
 
 /// How often `/livez` is asked during the attack.
 const LIVEZ_EVERY: Duration = Duration::from_millis(250);
@@ -178,6 +179,78 @@ pub async fn server_counters(probe: &reqwest::Client, base: &str) -> Vec<(&'stat
         Some((label, value))
     })
     .collect()
+}
+
+/// Connects opened at once by the listen-queue probe; every tenth is a
+/// normal client's. A burst of 300 overflows the queue about one time in
+/// three on an idle server, depending on when its accept loop runs; 600
+/// nearly always do.
+const BACKLOG_BURST: usize = 600;
+/// A connect this slow had its SYN dropped and sent again (the kernel's
+/// first retransmission comes after 1 s).
+const SYN_RETRY: Duration = Duration::from_millis(900);
+
+/// Bursts the listen-queue probe sends before it says the queue held.
+const BACKLOG_TRIES: usize = 10;
+
+/// Opens [`BACKLOG_BURST`] connections at once on an idle server, from the
+/// attacker and (one in ten) from a normal client, up to [`BACKLOG_TRIES`]
+/// times until the queue overflows: connects past what the listen queue
+/// holds (128 not yet accepted) have their SYN dropped by the kernel and
+/// wait for it to be sent again, normal clients as much as the attacker,
+/// since the per-client cap acts only after accept.
+pub async fn backlog_probe(server: SocketAddr) -> Finding {
+    let mut tries = 0;
+    let (conns, overflows) = loop {
+        tries += 1;
+        let before = listen_overflows();
+        let conns = connect_burst(server).await;
+        let overflows = listen_overflows().zip(before).map(|(a, b)| a - b);
+        let overflowed = overflows.is_some_and(|n| n > 0) || conns.iter().any(|c| c.1 >= SYN_RETRY);
+        if overflowed || tries == BACKLOG_TRIES {
+            break (conns, overflows);
+        }
+    };
+    let side = |from: Ipv4Addr| {
+        let times: Vec<Duration> = conns.iter().filter(|c| c.0 == from).map(|c| c.1).collect();
+        let slow = times.iter().filter(|t| **t >= SYN_RETRY).count();
+        let longest = times.iter().max().copied().unwrap_or_default();
+        (times.len(), slow, longest)
+    };
+    let (normal, attacker) = (side(NORMAL), side(ATTACKER));
+    let connected = conns.iter().filter(|c| c.2).count();
+    Finding {
+        name: format!(
+            "a burst of {BACKLOG_BURST} connects overflows the listen queue: SYNs dropped, connects (a normal client's too) wait ~1 s"
+        ),
+        present: overflows.is_some_and(|n| n > 0) || normal.1 + attacker.1 > 0,
+        detail: format!(
+            "burst {tries} of at most {BACKLOG_TRIES}: {connected} of {BACKLOG_BURST} connected; over {} ms: {} of {} from {ATTACKER} (longest {} ms), {} of {} from 127.0.0.1 (longest {} ms); listen-queue overflows (kernel count): {}",
+            SYN_RETRY.as_millis(),
+            attacker.1,
+            attacker.0,
+            attacker.2.as_millis(),
+            normal.1,
+            normal.0,
+            normal.2.as_millis(),
+            overflows.map_or("unknown".to_string(), |n| n.to_string())
+        ),
+    }
+}
+
+/// One burst of the listen-queue probe: `(from, connect time, connected)`
+/// of each connection, closed as soon as it is made.
+async fn connect_burst(server: SocketAddr) -> Vec<(Ipv4Addr, Duration, bool)> {
+    let burst = (0..BACKLOG_BURST).map(|i| {
+        let from = if i % 10 == 9 { NORMAL } else { ATTACKER };
+        async move {
+            let sent = Instant::now();
+            let stream =
+                tokio::time::timeout(Duration::from_secs(10), connect_from(from, server)).await;
+            (from, sent.elapsed(), matches!(stream, Ok(Ok(_))))
+        }
+    });
+    futures::future::join_all(burst).await
 }
 
 /// The kernel's count of connections dropped because a listen queue was

@@ -19,7 +19,7 @@ use crate::ctx::{Ctx, Fixtures, Target};
 use crate::disk::{disk_checks, verifier, DiskReport, Verified};
 use crate::hostile::{attack, HostileLog};
 use crate::hostile_checks::hostile_checks;
-use crate::hostile_watch::server_counters;
+use crate::hostile_watch::{backlog_probe, server_counters};
 use crate::probes::{early_answer_probe, findings_504, findings_table, idle_kill_probe, Finding};
 use crate::proc::fd_kinds;
 use crate::record::{unshare, Kind, Log};
@@ -131,6 +131,9 @@ pub async fn run(args: &Args, root: &Path, out: &mut String) -> Result<Checks, S
     let mut findings = vec![early];
     eprintln!("stress: probes at {:.1} s", t0.elapsed().as_secs_f64());
     findings.push(idle_kill_probe(&probe, &a).await);
+    if let Some(addr) = server_addr(&a) {
+        findings.push(backlog_probe(addr).await);
+    }
     findings.extend(findings_504(&a, &log, leftover_504));
 
     eprintln!(
