@@ -73,7 +73,7 @@ const TAIL: Duration = Duration::from_millis(BODY_TIMEOUT_MS + 3_000);
 /// time `BODY_TIMEOUT_MS` cuts it.
 const TRICKLE: (usize, Duration) = (1024, Duration::from_millis(250));
 /// Half a request head: no blank line ever ends it.
-const HALF_HEAD: &[u8] = b"POST /jobs/pdf HTTP/1.1\r\nHost: stress\r\nContent-Type: appli";
+pub const HALF_HEAD: &[u8] = b"POST /jobs/pdf HTTP/1.1\r\nHost: stress\r\nContent-Type: appli";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Attack {

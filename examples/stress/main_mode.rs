@@ -20,7 +20,10 @@ use crate::disk::{disk_checks, verifier, DiskReport, Verified};
 use crate::hostile::{attack, HostileLog};
 use crate::hostile_checks::hostile_checks;
 use crate::hostile_watch::{backlog_probe, server_counters};
-use crate::probes::{early_answer_probe, findings_504, findings_table, idle_kill_probe, Finding};
+use crate::probes::{
+    early_answer_probe, findings_504, findings_table, idle_kill_probe, slow_head_shutdown_probe,
+    Finding,
+};
 use crate::proc::fd_kinds;
 use crate::record::{unshare, Kind, Log};
 use crate::report::{async_table, hostile_table, tables};
@@ -134,6 +137,7 @@ pub async fn run(args: &Args, root: &Path, out: &mut String) -> Result<Checks, S
     if let Some(addr) = server_addr(&a) {
         findings.push(backlog_probe(addr).await);
     }
+    findings.push(slow_head_shutdown_probe(root, &probe).await);
     findings.extend(findings_504(&a, &log, leftover_504));
 
     eprintln!(

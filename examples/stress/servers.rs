@@ -85,6 +85,18 @@ pub const LIMITED_SERVER: ServerSpec = ServerSpec {
     rate_burst: 5,
 };
 
+/// A third, small server for the probe of a shutdown with a half-sent
+/// request head open ([`crate::probes::slow_head_shutdown_probe`]).
+pub const PROBE_SERVER: ServerSpec = ServerSpec {
+    name: "C",
+    message_workers: 1,
+    message_capacity: 1,
+    pdf_workers: 1,
+    pdf_capacity: 1,
+    rate_per_minute: 0,
+    rate_burst: 5,
+};
+
 impl ServerSpec {
     /// The server's environment, but for `BIND_ADDR`.
     fn env(&self, out_dir: &Path) -> Vec<(&'static str, String)> {
