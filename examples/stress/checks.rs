@@ -93,6 +93,11 @@ pub fn judge(r: &Record, limited: bool, term: Option<Instant>) -> Result<(), Str
         ),
     };
     shape.clone()?;
+    if status == 503 && code == "too_many_connections" {
+        return Err(format!(
+            "503 too_many_connections ({message}): a normal client (127.0.0.1) was refused at accept; only the attacker (127.0.0.2) may reach MAX_CONNECTIONS_PER_CLIENT"
+        ));
+    }
     if status == 429 {
         return match (limited, retry_after) {
             (true, true) => Ok(()),
@@ -128,7 +133,7 @@ pub fn judge(r: &Record, limited: bool, term: Option<Instant>) -> Result<(), Str
         Expect::Async => {
             return match status {
                 202 if phase != Phase::After => Ok(()),
-                503 if matches!(code, "queue_full" | "too_many_jobs")
+                503 if matches!(code, "queue_full" | "too_many_jobs" | "uploads_in_flight")
                     && retry_after
                     && phase != Phase::After =>
                 {
@@ -149,7 +154,9 @@ pub fn judge(r: &Record, limited: bool, term: Option<Instant>) -> Result<(), Str
     }
     match status {
         s if s == ok_status => Ok(()),
-        503 if code == "queue_full" && retry_after => Ok(()),
+        // Admission from the headers: the queue is full, or the upload
+        // budget is (the hostile phase's flood holds it at times).
+        503 if matches!(code, "queue_full" | "uploads_in_flight") && retry_after => Ok(()),
         503 if code == "shutting_down" && term.is_some() => Ok(()),
         // Still running when the grace period ended: cancelled, as documented.
         503 if code == "cancelled"
@@ -212,5 +219,40 @@ pub fn judge_all(checks: &mut Checks, log: &Log, servers: &[(&str, bool)], term:
                 problems[..problems.len().min(3)].join("; ")
             )
         },
+    );
+}
+
+/// Records matching `f`.
+pub fn count(log: &Log, f: impl Fn(&Record) -> bool) -> usize {
+    log.records.iter().filter(|r| f(r)).count()
+}
+
+/// The load did what it is for: A overloaded, B rate-limiting, renderers
+/// killed.
+pub fn load_checks(checks: &mut Checks, log: &Log, injected: u64) {
+    let queue_full = count(log, |r| {
+        r.target == 0 && matches!(&r.res, Res::Http { code: Some(c), .. } if c == "queue_full")
+    });
+    checks.check(
+        "server A overloaded (some 503 queue_full)",
+        queue_full > 0,
+        format!("{queue_full} refused with queue_full"),
+    );
+    let limited = count(log, |r| {
+        r.target == 1 && matches!(r.res, Res::Http { status: 429, .. })
+    });
+    checks.check(
+        "server B rate-limits bursts (some 429)",
+        limited > 0,
+        format!("{limited} answered 429"),
+    );
+    let died = count(
+        log,
+        |r| matches!(&r.res, Res::Http { status: 500, message, .. } if message.contains("renderer process died")),
+    );
+    checks.check(
+        "faults injected",
+        injected > 0,
+        format!("{injected} renderers SIGKILLed; {died} jobs answered 500 renderer died"),
     );
 }

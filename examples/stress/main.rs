@@ -11,14 +11,17 @@
 //! multipart uploads; message jobs; malformed requests; clients that hang up
 //! mid-job; short deadlines; bursts; async jobs followed by polling, their
 //! events or their archive, some cancelled, some sent again with their
-//! idempotency key), SIGKILLs a random renderer every
-//! 0.5-2 s, and then checks that the server answered every request once with
-//! an expected status, settled back to its configured workers and renderers,
-//! leaked no zombies, file descriptors or memory, left no partial output,
-//! and brought every accepted async job to a final state.
+//! idempotency key), SIGKILLs a random renderer every 0.5-2 s, attacks it
+//! from a second address (127.0.0.2) with an upload flood and a
+//! slowloris, and then checks that the server answered every request once
+//! with an expected status, settled back to its configured workers and
+//! renderers, leaked no zombies, file descriptors or memory, left no
+//! partial output, and brought every accepted async job to a final state;
+//! and that every attacking connection was answered or closed within the
+//! server's timeouts while `/livez` kept answering within 1 s.
 //! It prints Markdown tables and exits 1 on any violation.
 //!
-//! Rate limiting: the limiter keys on the client IP and every client here is
+//! Rate limiting: the limiter keys on the client IP and every normal client is
 //! 127.0.0.1, so limiting on the main server would turn most of the load
 //! into 429s and hide the queue and fault behaviour under test. The main
 //! server therefore runs with `RATE_LIMIT_PER_MINUTE=0` (a 429 from it is a
@@ -43,6 +46,9 @@ mod clients;
 mod ctx;
 mod disk;
 mod events;
+mod hostile;
+mod hostile_checks;
+mod hostile_watch;
 mod main_mode;
 mod malformed;
 mod probes;

@@ -1,7 +1,9 @@
-//! The main run: two servers, warm-up, load with renderer kills, then
-//! settling, judging, disk checks, probes and the report.
+//! The main run: two servers, warm-up, load with renderer kills and the
+//! hostile phase's attack on A, then settling, judging, disk checks,
+//! probes and the report.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,14 +13,20 @@ use serde_json::Value;
 
 use crate::args::Args;
 use crate::async_final::{async_views, judge_async};
-use crate::checks::{judge_all, Checks};
+use crate::checks::{judge_all, load_checks, Checks};
 use crate::clients::{inject_faults, probe_client, run_phase, spawn_clients};
 use crate::ctx::{Ctx, Fixtures, Target};
 use crate::disk::{disk_checks, verifier, DiskReport, Verified};
-use crate::probes::{early_answer_probe, findings_table, idle_kill_probe, Finding};
+use crate::hostile::{attack, HostileLog};
+use crate::hostile_checks::hostile_checks;
+use crate::hostile_watch::{backlog_probe, server_counters};
+use crate::probes::{
+    early_answer_probe, findings_504, findings_table, idle_kill_probe, slow_head_shutdown_probe,
+    Finding,
+};
 use crate::proc::fd_kinds;
-use crate::record::{unshare, Kind, Log, Record, Res};
-use crate::report::{async_table, strip_ansi, tables};
+use crate::record::{unshare, Kind, Log};
+use crate::report::{async_table, hostile_table, tables};
 use crate::rng::Rng;
 use crate::servers::{start_server, terminate, Server, EXIT_MARGIN, LIMITED_SERVER, MAIN_SERVER};
 use crate::settle::{resources_back, settle, Settled, FD_MARGIN, RSS_MARGIN_KB};
@@ -40,6 +48,7 @@ struct Outcome {
     injected: u64,
     resources: Vec<Resources>,
     findings: Vec<Finding>,
+    hostile: HostileLog,
 }
 
 pub async fn run(args: &Args, root: &Path, out: &mut String) -> Result<Checks, String> {
@@ -84,7 +93,9 @@ pub async fn run(args: &Args, root: &Path, out: &mut String) -> Result<Checks, S
     );
     let (base_a, base_b) = warm_up(&load, &probe, [&a, &b], args.seed, warmup, t0).await?;
 
-    let (load_time, injected) = load_with_faults(&load, &a, args.seed, duration, t0).await;
+    let (load_time, injected, mut hostile) =
+        load_with_faults(&load, &a, args.seed, duration, t0).await;
+    hostile.counters = server_counters(&probe, &a.base).await;
     verifying.store(true, Ordering::Relaxed);
     let verified = verifier.await.unwrap_or_default();
     eprintln!(
@@ -106,6 +117,7 @@ pub async fn run(args: &Args, root: &Path, out: &mut String) -> Result<Checks, S
     let views = async_views(&probe, &a, &log).await;
     judge_async(&mut checks, &mut log, &views, false);
     load_checks(&mut checks, &log, injected);
+    hostile_checks(&mut checks, &hostile, &log);
     eprintln!(
         "stress: settled and judged in {:.1} s; checking OUTPUT_DIRs",
         checking.elapsed().as_secs_f64()
@@ -122,6 +134,10 @@ pub async fn run(args: &Args, root: &Path, out: &mut String) -> Result<Checks, S
     let mut findings = vec![early];
     eprintln!("stress: probes at {:.1} s", t0.elapsed().as_secs_f64());
     findings.push(idle_kill_probe(&probe, &a).await);
+    if let Some(addr) = server_addr(&a) {
+        findings.push(backlog_probe(addr).await);
+    }
+    findings.push(slow_head_shutdown_probe(root, &probe).await);
     findings.extend(findings_504(&a, &log, leftover_504));
 
     eprintln!(
@@ -140,6 +156,7 @@ pub async fn run(args: &Args, root: &Path, out: &mut String) -> Result<Checks, S
         injected,
         resources,
         findings,
+        hostile,
     };
     write_report(out, args, &log, &outcome);
     Ok(checks)
@@ -155,8 +172,9 @@ struct Load {
 
 impl Load {
     /// Runs the usual mix of clients, the rate-limited class included, for
-    /// `length`; their connections close when it ends.
-    async fn phase(&self, seed: u64, length: Duration) {
+    /// `length`, and if given the hostile phase's attack on that server
+    /// beside them; their connections close when it ends.
+    async fn phase(&self, seed: u64, length: Duration, attacked: Option<SocketAddr>) -> HostileLog {
         let ctx = Ctx::new(
             self.targets.clone(),
             Arc::clone(&self.log),
@@ -164,7 +182,14 @@ impl Load {
             self.isolate,
         );
         let tasks = spawn_clients(&ctx, seed, &[Kind::RateLimited]);
+        let end = Instant::now() + length;
+        let attacker =
+            attacked.map(|server| tokio::spawn(attack(Arc::clone(&ctx), server, seed, end)));
         run_phase(&ctx, tasks, length).await;
+        match attacker {
+            Some(task) => task.await.unwrap_or_default(),
+            None => HostileLog::default(),
+        }
     }
 }
 
@@ -177,7 +202,7 @@ async fn warm_up(
     warmup: Duration,
     t0: Instant,
 ) -> Result<(Settled, Settled), String> {
-    load.phase(seed, warmup).await;
+    load.phase(seed, warmup, None).await;
     eprintln!(
         "stress: warm-up done after {:.1} s",
         t0.elapsed().as_secs_f64()
@@ -198,16 +223,17 @@ async fn baseline(probe: &reqwest::Client, server: &Server) -> Result<Settled, S
         .map_err(|e| format!("{} after warm-up: {e}", server.name))
 }
 
-/// The load with faults; the injector stops a few seconds early so every
-/// renderer it killed has been used (and replaced) before the checks.
-/// Returns how long it took and how many renderers were killed.
+/// The load with faults and the attack on A; the injector stops a few
+/// seconds early so every renderer it killed has been used (and replaced)
+/// before the checks. Returns how long it took, how many renderers were
+/// killed, and what the attack saw.
 async fn load_with_faults(
     load: &Load,
     a: &Server,
     seed: u64,
     duration: Duration,
     t0: Instant,
-) -> (Duration, u64) {
+) -> (Duration, u64, HostileLog) {
     let kills = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let cooldown = (duration / 4).min(Duration::from_secs(5));
@@ -218,13 +244,20 @@ async fn load_with_faults(
         started + duration - cooldown,
         Arc::clone(&kills),
     ));
-    load.phase(seed.rotate_left(17), duration).await;
+    let hostile = load
+        .phase(seed.rotate_left(17), duration, server_addr(a))
+        .await;
     eprintln!(
         "stress: clients stopped after {:.1} s",
         t0.elapsed().as_secs_f64()
     );
     let _ = injector.await;
-    (started.elapsed(), kills.load(Ordering::Relaxed))
+    (started.elapsed(), kills.load(Ordering::Relaxed), hostile)
+}
+
+/// The address a server listens on.
+fn server_addr(server: &Server) -> Option<SocketAddr> {
+    server.base.trim_start_matches("http://").parse().ok()
 }
 
 /// After the load: the server settles, then its fds and RSS come back to
@@ -294,41 +327,6 @@ async fn stop_check(checks: &mut Checks, server: &mut Server) {
     );
 }
 
-/// Records matching `f`.
-fn count(log: &Log, f: impl Fn(&Record) -> bool) -> usize {
-    log.records.iter().filter(|r| f(r)).count()
-}
-
-/// The load did what it is for: A overloaded, B rate-limiting, renderers
-/// killed.
-fn load_checks(checks: &mut Checks, log: &Log, injected: u64) {
-    let queue_full = count(log, |r| {
-        r.target == 0 && matches!(&r.res, Res::Http { code: Some(c), .. } if c == "queue_full")
-    });
-    checks.check(
-        "server A overloaded (some 503 queue_full)",
-        queue_full > 0,
-        format!("{queue_full} refused with queue_full"),
-    );
-    let limited = count(log, |r| {
-        r.target == 1 && matches!(r.res, Res::Http { status: 429, .. })
-    });
-    checks.check(
-        "server B rate-limits bursts (some 429)",
-        limited > 0,
-        format!("{limited} answered 429"),
-    );
-    let died = count(
-        log,
-        |r| matches!(&r.res, Res::Http { status: 500, message, .. } if message.contains("renderer process died")),
-    );
-    checks.check(
-        "faults injected",
-        injected > 0,
-        format!("{injected} renderers SIGKILLed; {died} jobs answered 500 renderer died"),
-    );
-}
-
 /// Both servers' OUTPUT_DIRs, checked on two threads.
 fn both_disk_checks(
     checks: &mut Checks,
@@ -349,35 +347,6 @@ fn both_disk_checks(
         .violations
         .extend(c1.violations.into_iter().chain(c2.violations));
     (ra.unwrap_or_default(), rb.unwrap_or_default())
-}
-
-/// The two 504 findings: 504s logged at ERROR by server A, and 504s whose
-/// pages stayed on disk.
-fn findings_504(a: &Server, log: &Log, leftover_504: usize) -> [Finding; 2] {
-    let error_504 = strip_ansi(&std::fs::read_to_string(&a.log_path).unwrap_or_default())
-        .lines()
-        .filter(|l| {
-            l.contains("ERROR")
-                && (l.contains("error=\"timeout\"") || l.contains("error=\"queue_timeout\""))
-        })
-        .count();
-    let answered_504 = count(log, |r| {
-        r.target == 0 && matches!(r.res, Res::Http { status: 504, .. })
-    });
-    [
-        Finding {
-            name: "504 answers logged at ERROR (README: expected 504s are not)".into(),
-            present: error_504 > 0,
-            detail: format!(
-                "{error_504} ERROR lines for {answered_504} answers 504 (RUST_LOG=warn)"
-            ),
-        },
-        Finding {
-            name: "504 whose pages stay on disk (job finished as its deadline fired)".into(),
-            present: leftover_504 > 0,
-            detail: format!("{leftover_504} folders"),
-        },
-    ]
 }
 
 fn write_report(out: &mut String, args: &Args, log: &Log, outcome: &Outcome) {
@@ -426,5 +395,6 @@ fn write_report(out: &mut String, args: &Args, log: &Log, outcome: &Outcome) {
             r.rss_kb.1 / 1024
         );
     }
+    hostile_table(out, &outcome.hostile, log);
     let _ = write!(out, "\n{}", findings_table(&outcome.findings));
 }

@@ -2,13 +2,22 @@
 //! violations.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::checks::count;
 use crate::clients::{get_json, readyz, renderer_pids};
+use crate::hostile::{connect_from, ATTACKER, HALF_HEAD};
 use crate::proc::{is_live_child, proc_state, sigkill};
-use crate::servers::{Server, MAX_UPLOAD_BYTES};
+use crate::record::{Log, Res};
+use crate::report::strip_ansi;
+use crate::servers::{
+    start_server, terminate, Server, EXIT_MARGIN, MAX_UPLOAD_BYTES, PROBE_SERVER,
+};
 
 /// A known server issue probed for: reported, never a violation.
 pub struct Finding {
@@ -152,4 +161,118 @@ pub async fn early_answer_probe(server: &Server) -> Finding {
         present,
         detail,
     }
+}
+
+/// The two 504 findings: 504s logged at ERROR by server A, and 504s whose
+/// pages stayed on disk.
+pub fn findings_504(a: &Server, log: &Log, leftover_504: usize) -> [Finding; 2] {
+    let error_504 = strip_ansi(&std::fs::read_to_string(&a.log_path).unwrap_or_default())
+        .lines()
+        .filter(|l| {
+            l.contains("ERROR")
+                && (l.contains("error=\"timeout\"") || l.contains("error=\"queue_timeout\""))
+        })
+        .count();
+    let answered_504 = count(log, |r| {
+        r.target == 0 && matches!(r.res, Res::Http { status: 504, .. })
+    });
+    [
+        Finding {
+            name: "504 answers logged at ERROR (README: expected 504s are not)".into(),
+            present: error_504 > 0,
+            detail: format!(
+                "{error_504} ERROR lines for {answered_504} answers 504 (RUST_LOG=warn)"
+            ),
+        },
+        Finding {
+            name: "504 whose pages stay on disk (job finished as its deadline fired)".into(),
+            present: leftover_504 > 0,
+            detail: format!("{leftover_504} folders"),
+        },
+    ]
+}
+
+/// SIGTERM to an idle server (a third one, [`PROBE_SERVER`]) while one
+/// client holds a connection on which it sent half a request head: there
+/// is no request to drain, so the server is to exit within
+/// `SHUTDOWN_GRACE_MS` and the exit margin. If it is still running then,
+/// the client closes the connection and the probe watches for the exit.
+pub async fn slow_head_shutdown_probe(root: &Path, probe: &reqwest::Client) -> Finding {
+    let name = "a half-sent request head open at SIGTERM keeps the server from exiting".to_string();
+    let not_run = |why: String| Finding {
+        name: name.clone(),
+        present: false,
+        detail: format!("probe not run: {why}"),
+    };
+    let mut server = match start_server(&PROBE_SERVER, root, probe).await {
+        Ok(server) => server,
+        Err(e) => return not_run(e),
+    };
+    let Ok(addr) = server
+        .base
+        .trim_start_matches("http://")
+        .parse::<SocketAddr>()
+    else {
+        return not_run(format!("no address in {}", server.base));
+    };
+    let mut stream = match connect_from(ATTACKER, addr).await {
+        Ok(stream) => stream,
+        Err(e) => return not_run(format!("connect from {ATTACKER}: {e}")),
+    };
+    if let Err(e) = stream.write_all(HALF_HEAD).await {
+        return not_run(format!("write: {e}"));
+    }
+    // SIGTERM once the server holds the connection (the count includes
+    // the `/metrics` request asking).
+    let held = Instant::now() + Duration::from_secs(2);
+    while connections_open(probe, &server.base).await < 2 && Instant::now() < held {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let limit = server.grace + EXIT_MARGIN;
+    let (status, took) = terminate(&mut server, limit).await;
+    let mut byte = [0u8; 1];
+    let closed = matches!(
+        tokio::time::timeout(Duration::from_millis(50), stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    );
+    drop(stream);
+    let detail = match status {
+        Some(status) => format!(
+            "{status} {} ms after SIGTERM (limit {} ms); the connection closed by then: {closed}",
+            took.as_millis(),
+            limit.as_millis()
+        ),
+        None => {
+            let dropped = Instant::now();
+            let exit = server.process.wait_exit(dropped, EXIT_MARGIN).await;
+            format!(
+                "still running {} ms after SIGTERM (SHUTDOWN_GRACE_MS {} + {} ms), the connection still open: {}; once the client closed it: {}",
+                took.as_millis(),
+                server.grace.as_millis(),
+                EXIT_MARGIN.as_millis(),
+                !closed,
+                match exit {
+                    Some(s) => format!("{s} after {} ms", dropped.elapsed().as_millis()),
+                    None => format!("still running after {} ms (killed)", dropped.elapsed().as_millis()),
+                }
+            )
+        }
+    };
+    Finding {
+        name,
+        present: status.is_none(),
+        detail,
+    }
+}
+
+/// `jobserver_connections_open` from `/metrics`; 0 if unread.
+async fn connections_open(probe: &reqwest::Client, base: &str) -> u64 {
+    let Ok(response) = probe.get(format!("{base}/metrics")).send().await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("jobserver_connections_open "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }

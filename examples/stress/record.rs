@@ -55,8 +55,10 @@ impl Kind {
 /// What a request may be answered with.
 #[derive(Debug, Clone, Copy)]
 pub enum Expect {
-    /// A valid job: 200, or the server's load answers (503 queue full or
-    /// shutting down, 504), or for PDF jobs 500 when its renderer was killed.
+    /// A valid job: 200, or the server's load answers (503 queue full,
+    /// upload budget used up (`uploads_in_flight`, which the hostile
+    /// phase's flood holds at times) or shutting down, 504), or for PDF
+    /// jobs 500 when its renderer was killed.
     Job { pdf: bool },
     /// A job the worker refuses (unreadable PDF, pages it lacks): 422 in
     /// place of 200, otherwise as `Job`.
@@ -69,7 +71,8 @@ pub enum Expect {
     /// `GET /jobs/{id}/pages/{n}` with this status.
     Page(u16),
     /// An async submit: 202, or the load answers of admission (503
-    /// `queue_full` or `too_many_jobs` with `Retry-After`, 503
+    /// `queue_full`, `too_many_jobs` or `uploads_in_flight` with
+    /// `Retry-After`, 503
     /// `shutting_down` while draining); never 500 or 504, which belong to
     /// the job's record.
     Async,

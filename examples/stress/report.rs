@@ -1,11 +1,18 @@
 //! The Markdown tables of a run: answers by status and kind, latency,
-//! checks, async jobs by final state.
+//! checks, async jobs by final state, the hostile phase.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::checks::Checks;
+use crate::hostile::{
+    head_bound, Attack, HostileLog, Seen, CLOSE_MARGIN, FLOOD_WAVE, SLOWLORIS_WAVE,
+};
+use crate::hostile_checks::{ms, outcome, peak_sockets};
 use crate::record::{Expect, Kind, Log, Res};
+use crate::servers::{
+    HEADER_READ_TIMEOUT_MS, MAIN_SERVER, MAX_CONNECTIONS_PER_CLIENT, MAX_UPLOAD_BYTES,
+};
 
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -207,4 +214,103 @@ pub fn async_table(out: &mut String, log: &Log) {
         "| **accepted** | **{pdf}** | **{}** |",
         log.async_jobs.len() - pdf
     );
+}
+
+/// The hostile phase: its connections by attack, way of sending and
+/// outcome; the longest a slowloris connection stayed open; `/livez`
+/// meanwhile; the server's connections per address and its own counters.
+pub fn hostile_table(out: &mut String, h: &HostileLog, log: &Log) {
+    let _ = writeln!(
+        out,
+        "\n### Hostile phase (server A; attacker 127.0.0.2, normal clients 127.0.0.1)\n"
+    );
+    if !h.ran {
+        let _ = writeln!(out, "not run: the load is too short for an attack window");
+        return;
+    }
+    let of = |a: Attack| h.conns.iter().filter(move |c| c.attack == a);
+    let longest = of(Attack::Slowloris)
+        .map(|c| c.open)
+        .max()
+        .unwrap_or_default();
+    let mut livez: Vec<f64> = h
+        .livez
+        .iter()
+        .map(|p| p.took.as_secs_f64() * 1000.0)
+        .collect();
+    livez.sort_by(f64::total_cmp);
+    let (normal, attacker) = peak_sockets(h);
+    let legit_budget = log
+        .records
+        .iter()
+        .filter(|r| matches!(&r.res, Res::Http { code: Some(c), .. } if c == "uploads_in_flight"))
+        .count();
+    let counters: Vec<String> = h
+        .counters
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    // An upload admitted from its headers holds a PDF queue place (and
+    // its share of the upload budget) until its body times out.
+    let held: f64 = of(Attack::Flood)
+        .filter(|c| !c.over_limit)
+        .filter(|c| {
+            matches!(
+                c.seen,
+                Seen::Answer { status: 408, .. } | Seen::Closed { .. }
+            )
+        })
+        .map(|c| c.open.as_secs_f64())
+        .sum();
+    let _ = writeln!(
+        out,
+        "- {:.0} s of attack: {} uploads in waves of {FLOOD_WAVE}, {} slowloris connections in waves of {}-{}\n\
+         - longest a slowloris connection stayed open: **{} ms** (bound {} ms: HEADER_READ_TIMEOUT_MS {HEADER_READ_TIMEOUT_MS} + {} ms)\n\
+         - `/livez` from 127.0.0.1 every 250 ms: {} probes, p50 {:.0} ms, max {:.0} ms\n\
+         - listen-queue overflows during the attack (kernel count, whole machine): {}\n\
+         - connections the server held at most (kernel view, accept backlog included): {normal} from 127.0.0.1, {attacker} from 127.0.0.2 (MAX_CONNECTIONS_PER_CLIENT {MAX_CONNECTIONS_PER_CLIENT})\n\
+         - uploads admitted from their headers held a PDF queue place until their body timed out: {:.0} place-seconds in all ({} places for {:.0} s)\n\
+         - normal requests answered 503 `uploads_in_flight` (expected): {legit_budget}\n\
+         - the server's counters after the load: {}\n",
+        h.attack_time.as_secs_f64(),
+        of(Attack::Flood).count(),
+        of(Attack::Slowloris).count(),
+        SLOWLORIS_WAVE.0,
+        SLOWLORIS_WAVE.1,
+        ms(longest),
+        ms(head_bound()),
+        ms(CLOSE_MARGIN),
+        livez.len(),
+        percentile(&livez, 0.5),
+        livez.last().copied().unwrap_or(f64::NAN),
+        h.listen_overflows
+            .map_or("unknown".to_string(), |n| n.to_string()),
+        held,
+        MAIN_SERVER.pdf_capacity,
+        h.attack_time.as_secs_f64(),
+        counters.join("; ")
+    );
+    let mut rows: BTreeMap<(Attack, String, String), (usize, u128, u128)> = BTreeMap::new();
+    for c in &h.conns {
+        let sent = if c.over_limit {
+            format!("over MAX_UPLOAD_BYTES ({MAX_UPLOAD_BYTES}), {}", c.plan)
+        } else {
+            c.plan.to_string()
+        };
+        let row = rows.entry((c.attack, sent, outcome(c))).or_default();
+        row.0 += 1;
+        row.1 = row.1.max(ms(c.open));
+        row.2 = row.2.max(ms(c.connect));
+    }
+    let _ = writeln!(
+        out,
+        "| attack | sent | outcome | n | max open ms | max connect ms |\n|---|---|---|---:|---:|---:|"
+    );
+    for ((attack, sent, outcome), (n, open, connect)) in &rows {
+        let _ = writeln!(
+            out,
+            "| {} | {sent} | {outcome} | {n} | {open} | {connect} |",
+            attack.name()
+        );
+    }
 }

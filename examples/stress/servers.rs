@@ -25,6 +25,23 @@ pub const GRACE_MS: u64 = 5_000;
 pub const PDF_ASYNC_TIMEOUT_MS: u64 = 12_000;
 pub const MESSAGE_ASYNC_TIMEOUT_MS: u64 = 8_000;
 
+/// Connection bounds, short so that the hostile phase sees each of them
+/// act many times within a run: a request head must arrive within
+/// `HEADER_READ_TIMEOUT_MS`, a body may pause `BODY_IDLE_TIMEOUT_MS` and
+/// take `BODY_TIMEOUT_MS` in all. The normal clients send a head and its
+/// body at once, far inside them.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 1_500;
+pub const BODY_IDLE_TIMEOUT_MS: u64 = 1_500;
+pub const BODY_TIMEOUT_MS: u64 = 5_000;
+/// Connections one client address may hold: the attacker (127.0.0.2)
+/// holds it all the time; the normal clients (127.0.0.1) stay well under
+/// it (about 15 client tasks, a burst of 12, their pooled connections).
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 64;
+/// Request-body bytes all clients may be sending at once: two uploads at
+/// the limit, so that two or three of the flood's stalled uploads use it
+/// up; the normal clients' bodies (at most 170 KB, a few at a time) fit.
+pub const MAX_UPLOAD_BYTES_IN_FLIGHT: usize = 2 * MAX_UPLOAD_BYTES;
+
 /// One jobserver process under test.
 pub struct Server {
     pub name: &'static str,
@@ -68,6 +85,18 @@ pub const LIMITED_SERVER: ServerSpec = ServerSpec {
     rate_burst: 5,
 };
 
+/// A third, small server for the probe of a shutdown with a half-sent
+/// request head open ([`crate::probes::slow_head_shutdown_probe`]).
+pub const PROBE_SERVER: ServerSpec = ServerSpec {
+    name: "C",
+    message_workers: 1,
+    message_capacity: 1,
+    pdf_workers: 1,
+    pdf_capacity: 1,
+    rate_per_minute: 0,
+    rate_burst: 5,
+};
+
 impl ServerSpec {
     /// The server's environment, but for `BIND_ADDR`.
     fn env(&self, out_dir: &Path) -> Vec<(&'static str, String)> {
@@ -88,6 +117,17 @@ impl ServerSpec {
             ("PDF_RENDERER_MAX_JOBS", "40".into()),
             ("MAX_UPLOAD_BYTES", MAX_UPLOAD_BYTES.to_string()),
             ("MAX_BODY_BYTES", "65536".into()),
+            (
+                "MAX_UPLOAD_BYTES_IN_FLIGHT",
+                MAX_UPLOAD_BYTES_IN_FLIGHT.to_string(),
+            ),
+            ("HEADER_READ_TIMEOUT_MS", HEADER_READ_TIMEOUT_MS.to_string()),
+            ("BODY_IDLE_TIMEOUT_MS", BODY_IDLE_TIMEOUT_MS.to_string()),
+            ("BODY_TIMEOUT_MS", BODY_TIMEOUT_MS.to_string()),
+            (
+                "MAX_CONNECTIONS_PER_CLIENT",
+                MAX_CONNECTIONS_PER_CLIENT.to_string(),
+            ),
             ("DATA_DIR", format!("{REPO}/data")),
             ("OUTPUT_DIR", out_dir.display().to_string()),
             ("RATE_LIMIT_PER_MINUTE", self.rate_per_minute.to_string()),
@@ -102,7 +142,7 @@ impl ServerSpec {
 
     pub fn describe(&self) -> String {
         format!(
-            "MESSAGE_WORKERS={} MESSAGE_QUEUE_CAPACITY={} PDF_WORKERS={} PDF_QUEUE_CAPACITY={} PDF_TIMEOUT_MS={} PDF_ASYNC_TIMEOUT_MS={} MESSAGE_ASYNC_TIMEOUT_MS={} RATE_LIMIT_PER_MINUTE={} RATE_LIMIT_BURST={} MAX_UPLOAD_BYTES={} PDF_RENDERER_MAX_JOBS=40 SHUTDOWN_GRACE_MS={}",
+            "MESSAGE_WORKERS={} MESSAGE_QUEUE_CAPACITY={} PDF_WORKERS={} PDF_QUEUE_CAPACITY={} PDF_TIMEOUT_MS={} PDF_ASYNC_TIMEOUT_MS={} MESSAGE_ASYNC_TIMEOUT_MS={} RATE_LIMIT_PER_MINUTE={} RATE_LIMIT_BURST={} MAX_UPLOAD_BYTES={} PDF_RENDERER_MAX_JOBS=40 SHUTDOWN_GRACE_MS={} MAX_UPLOAD_BYTES_IN_FLIGHT={} HEADER_READ_TIMEOUT_MS={} BODY_IDLE_TIMEOUT_MS={} BODY_TIMEOUT_MS={} MAX_CONNECTIONS_PER_CLIENT={}",
             self.message_workers,
             self.message_capacity,
             self.pdf_workers,
@@ -113,7 +153,12 @@ impl ServerSpec {
             self.rate_per_minute,
             self.rate_burst,
             MAX_UPLOAD_BYTES,
-            GRACE_MS
+            GRACE_MS,
+            MAX_UPLOAD_BYTES_IN_FLIGHT,
+            HEADER_READ_TIMEOUT_MS,
+            BODY_IDLE_TIMEOUT_MS,
+            BODY_TIMEOUT_MS,
+            MAX_CONNECTIONS_PER_CLIENT
         )
     }
 }
