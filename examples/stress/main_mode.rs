@@ -134,10 +134,17 @@ pub async fn run(args: &Args, root: &Path, out: &mut String) -> Result<Checks, S
     let mut findings = vec![early];
     eprintln!("stress: probes at {:.1} s", t0.elapsed().as_secs_f64());
     findings.push(idle_kill_probe(&probe, &a).await);
+    // Two probes of issues since fixed: checked, so that they stay fixed.
+    let mut fixed = Vec::new();
     if let Some(addr) = server_addr(&a) {
-        findings.push(backlog_probe(addr).await);
+        fixed.push(backlog_probe(addr).await);
     }
-    findings.push(slow_head_shutdown_probe(root, &probe).await);
+    fixed.push(slow_head_shutdown_probe(root, &probe).await);
+    for probe in &fixed {
+        let name = format!("stays fixed: {}", probe.name);
+        checks.check(name, !probe.present, probe.detail.clone());
+    }
+    findings.extend(fixed);
     findings.extend(findings_504(&a, &log, leftover_504));
 
     eprintln!(
