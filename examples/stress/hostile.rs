@@ -146,6 +146,19 @@ pub struct HostileLog {
     pub listen_overflows: Option<u64>,
 }
 
+impl HostileLog {
+    /// The `/livez` probes' times, in ms, shortest first.
+    pub fn livez_ms(&self) -> Vec<f64> {
+        let mut took: Vec<f64> = self
+            .livez
+            .iter()
+            .map(|p| p.took.as_secs_f64() * 1000.0)
+            .collect();
+        took.sort_by(f64::total_cmp);
+        took
+    }
+}
+
 /// The slowloris bound: the header timeout and the margin.
 pub fn head_bound() -> Duration {
     Duration::from_millis(HEADER_READ_TIMEOUT_MS) + CLOSE_MARGIN

@@ -195,12 +195,7 @@ fn attack_check(checks: &mut Checks, h: &HostileLog, attack: Attack) {
 }
 
 fn livez_check(checks: &mut Checks, h: &HostileLog) {
-    let mut took: Vec<f64> = h
-        .livez
-        .iter()
-        .map(|p| p.took.as_secs_f64() * 1000.0)
-        .collect();
-    took.sort_by(f64::total_cmp);
+    let took = h.livez_ms();
     let bad: Vec<String> = h
         .livez
         .iter()

@@ -233,12 +233,7 @@ pub fn hostile_table(out: &mut String, h: &HostileLog, log: &Log) {
         .map(|c| c.open)
         .max()
         .unwrap_or_default();
-    let mut livez: Vec<f64> = h
-        .livez
-        .iter()
-        .map(|p| p.took.as_secs_f64() * 1000.0)
-        .collect();
-    livez.sort_by(f64::total_cmp);
+    let livez = h.livez_ms();
     let (normal, attacker) = peak_sockets(h);
     let legit_budget = log
         .records
