@@ -95,6 +95,34 @@ pub trait AnyKind: Resume + Send + Sync + 'static {
     fn unavailable(&self) -> Option<String>;
     fn status(&self) -> Option<Value>;
     fn metrics(&self, out: &mut crate::metrics::Exposition);
+    /// Runs here a job another node admitted (cluster mode).
+    fn run_remote(self: Arc<Self>, job: RemoteJob) -> Result<RemoteRun, JobError>;
+}
+
+/// A job another node admitted and this one runs (cluster mode): its
+/// recorded request ([`Recorded`] of the type's parameters), its input and
+/// what is left of its budget.
+pub struct RemoteJob {
+    pub job_id: uuid::Uuid,
+    pub request: Value,
+    pub input: Option<JobInput>,
+    pub timeout: Duration,
+}
+
+/// A remote job on this node's queue: how to stop it, and its reply.
+pub struct RemoteRun {
+    pub cancel: Box<dyn Fn() + Send + Sync>,
+    /// The type's reply as JSON, or how the job ended.
+    pub done: BoxFuture<'static, Result<Value, JobError>>,
+}
+
+/// A queue's refusal as the failure a remote caller is told of.
+fn remote_error(err: QueueError) -> JobError {
+    match err {
+        QueueError::Job { source, .. } => source,
+        QueueError::ShuttingDown => JobError::ShuttingDown,
+        other => JobError::Unavailable(other.to_string()),
+    }
 }
 
 impl<K: JobKind> AnyKind for K {
@@ -118,6 +146,34 @@ impl<K: JobKind> AnyKind for K {
     }
     fn metrics(&self, out: &mut crate::metrics::Exposition) {
         JobKind::metrics(self, out)
+    }
+    fn run_remote(self: Arc<Self>, remote: RemoteJob) -> Result<RemoteRun, JobError> {
+        let recorded: Recorded<K::Params> = serde_json::from_value(remote.request)
+            .map_err(|e| JobError::Invalid(format!("this node cannot read the request: {e}")))?;
+        let input = match (remote.input, recorded.input) {
+            (Some(input), _) => Some(input),
+            (None, stored) => stored.map(JobInput::Stored),
+        };
+        let (job, mut options) = self
+            .build(&recorded.params, input.as_ref())
+            .map_err(|e| JobError::Invalid(e.to_string()))?;
+        options.job_id = Some(remote.job_id);
+        options.timeout = Some(
+            options
+                .timeout
+                .map_or(remote.timeout, |t| t.min(remote.timeout)),
+        );
+        let pending = self.queue().submit(job, options).map_err(remote_error)?;
+        let handle = pending.handle();
+        let kind = Arc::clone(&self);
+        Ok(RemoteRun {
+            cancel: Box::new(move || handle.cancel()),
+            done: Box::pin(async move {
+                let done = pending.wait().await.map_err(remote_error)?;
+                serde_json::to_value(kind.reply(done))
+                    .map_err(|e| JobError::Failed(format!("cannot write the reply: {e}")))
+            }),
+        })
     }
 }
 

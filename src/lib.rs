@@ -36,8 +36,11 @@
 //!   graceful shutdown, and logging.
 
 pub mod clock;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod disk;
+pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod jobs;

@@ -126,6 +126,8 @@ pub struct AppState {
     pub uploads: Arc<crate::serve::UploadBudget>,
     /// Async jobs: their records, events and retention.
     pub jobs: Arc<AsyncJobs>,
+    /// Cluster mode's dispatch (`NATS_URL`); `None`: embedded.
+    pub cluster: Option<Arc<dyn crate::dispatch::Dispatcher>>,
     draining: Arc<AtomicBool>,
     pub started: Instant,
 }
@@ -137,8 +139,24 @@ impl AppState {
     pub async fn start(config: Config, registry: Registry) -> std::io::Result<Self> {
         let layout = Layout::new(&config.output_dir);
         layout.create()?;
+        #[cfg(not(feature = "cluster"))]
+        if config.cluster.enabled() {
+            return Err(std::io::Error::other(
+                "NATS_URL is set but this build has no cluster mode: build with --features cluster",
+            ));
+        }
+        #[cfg(feature = "cluster")]
+        let objects = match config.cluster.enabled() {
+            true => Some(crate::cluster::page_store(&config, &layout)?),
+            false => None,
+        };
         let pages: Arc<dyn PageStore> = match registry.pages {
             Some(make) => make(&layout),
+            #[cfg(feature = "cluster")]
+            None if objects.is_some() => {
+                let objects = objects.clone().expect("checked just above");
+                objects as Arc<dyn PageStore>
+            }
             None => Arc::new(LocalPages::new(layout.clone())),
         };
         let jobs = AsyncJobs::open(config.jobs.clone(), &layout, Arc::clone(&pages))
@@ -164,9 +182,19 @@ impl AppState {
             }
             kinds.push(registered);
         }
+        let kinds = Arc::new(Kinds(kinds));
+        #[allow(unused_mut)]
+        let mut cluster: Option<Arc<dyn crate::dispatch::Dispatcher>> = None;
+        #[cfg(feature = "cluster")]
+        if let Some(objects) = objects {
+            let joined =
+                crate::cluster::Cluster::start(&config, Arc::clone(&kinds), objects).await?;
+            cluster = Some(Arc::new(crate::cluster::ClusterDispatch(joined)));
+        }
         Ok(AppState {
             config: Arc::new(config),
-            kinds: Arc::new(Kinds(kinds)),
+            kinds,
+            cluster,
             pages,
             http: Arc::new(HttpMetrics::default()),
             connections: Arc::default(),
@@ -190,6 +218,9 @@ impl AppState {
     /// Stops admitting jobs on every queue and answers queued ones with 503.
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Release);
+        if let Some(cluster) = &self.cluster {
+            cluster.begin_drain();
+        }
         for kind in self.kinds.iter() {
             kind.pool().begin_drain();
         }

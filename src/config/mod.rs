@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+mod cluster;
+pub use cluster::{ClusterConfig, Dispatch, LaneConfig};
+
 /// Address the HTTP server listens on.
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8000";
 /// Folder whose files `{"path": ...}` requests may name.
@@ -144,6 +147,23 @@ pub const ALL_VARS: &[&str] = &[
     "API_KEYS_FILE",
     "TENANT_WEIGHTS",
     "ADMIN_BIND_ADDR",
+    "NATS_URL",
+    "PAGE_STORE_URL",
+    "CLUSTER_PREFIX",
+    "CLUSTER_ACK_WAIT_MS",
+    "CLUSTER_MAX_DELIVER",
+    "CLUSTER_INLINE_MAX_BYTES",
+    "CLUSTER_PUBLISH_TIMEOUT_MS",
+    "CLUSTER_REPLICAS",
+    "CLUSTER_MESSAGE_CAPACITY",
+    "CLUSTER_PDF_CAPACITY",
+    "MESSAGE_DISPATCH",
+    "PDF_DISPATCH",
+    "AWS_ENDPOINT",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "AWS_ALLOW_HTTP",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
@@ -384,6 +404,8 @@ pub struct Config {
     /// A second listener for `/status`, `/metrics` and the dashboard
     /// (`ADMIN_BIND_ADDR`); `None`: they are served on `bind_addr`.
     pub admin_bind_addr: Option<SocketAddr>,
+    /// Cluster mode (`NATS_URL`, `PAGE_STORE_URL`, `CLUSTER_*`).
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -413,6 +435,10 @@ impl Default for Config {
             connections: ConnectionConfig::default(),
             tenants: crate::tenants::Tenants::default(),
             admin_bind_addr: None,
+            cluster: ClusterConfig::new(
+                DEFAULT_MESSAGE_WORKERS + DEFAULT_MESSAGE_QUEUE_CAPACITY,
+                available_cores() * (1 + DEFAULT_PDF_QUEUE_PER_WORKER),
+            ),
         }
     }
 }
@@ -515,6 +541,10 @@ impl Config {
                 .map_err(|e| ConfigError::new("ADMIN_BIND_ADDR", &raw, e))?;
             config.admin_bind_addr = Some(addr);
         }
+        let (message, pdf) = (&config.message, &config.pdf.pool);
+        config.cluster.message.capacity = message.workers + message.queue_capacity;
+        config.cluster.pdf.capacity = pdf.workers + pdf.queue_capacity;
+        config.cluster.read(&env)?;
         config.validate()?;
         Ok(config)
     }
@@ -610,7 +640,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        Ok(())
+        self.cluster.validate()
     }
 }
 
@@ -719,6 +749,10 @@ fn validate_pool(prefix: &str, pool: &PoolConfig) -> Result<(), ConfigError> {
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 
 impl Env<'_> {
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var)
+    }
+
     fn parse<T>(&self, var: &str, slot: &mut T) -> Result<(), ConfigError>
     where
         T: std::str::FromStr,

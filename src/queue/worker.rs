@@ -14,8 +14,10 @@ use super::pool::WorkerSlot;
 use super::ticket::Ticket;
 use crate::storage::StoredPage;
 
-/// A failure of a job that was admitted to a queue.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A failure of a job that was admitted to a queue. Serialisable: in
+/// cluster mode it travels back from the node that ran the job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "error", content = "detail", rename_all = "snake_case")]
 pub enum JobError {
     /// Still waiting for a worker when its queue budget ran out; never started.
     #[error("job waited {waited_ms} ms in the queue without starting")]

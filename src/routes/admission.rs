@@ -85,9 +85,17 @@ impl<K: JobKind> FromRequestParts<AppState> for Admission<K> {
             (Some(key), true) => state.jobs.key_is_taken(key).await?,
             _ => false,
         };
-        let queue = match replay {
-            true => None,
-            false => Some(kind.queue().reserve_as(caller.tenant())?),
+        // A sync job the cluster runs takes its place in the cluster's
+        // queue when it is published; here only a refusal that is already
+        // certain (cut off, fenced, the cluster's queue full).
+        let cluster = state.cluster.as_ref().filter(|c| c.handles(K::NAME));
+        let queue = match (replay, cluster) {
+            (true, _) => None,
+            (false, Some(cluster)) if !mode.is_async => {
+                cluster.admit(K::NAME)?;
+                None
+            }
+            (false, _) => Some(kind.queue().reserve_as(caller.tenant())?),
         };
         let record = match mode.is_async && !replay {
             true => Some(state.jobs.reserve_record()?),

@@ -114,8 +114,31 @@ pub async fn livez(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Not ready; `failed` lists the checks", body = Object)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let (status, body) = readiness(&pools(&state), state.is_draining(), state.disk_shortage());
+    let (status, body) = ready_now(&state);
     (status, Json(body)).into_response()
+}
+
+/// [`readiness`] of this server now; in cluster mode a type's fullness
+/// is not checked (it is cluster-wide) and the node must be able to reach
+/// the engine and not be fenced (`cluster`).
+pub fn ready_now(state: &AppState) -> (StatusCode, Value) {
+    let mut pools = pools(state);
+    if let Some(cluster) = &state.cluster {
+        // Fullness of a type the cluster runs is cluster-wide: its submits
+        // get a fast 503, and no other node would be freer.
+        for pool in pools.iter_mut().filter(|p| cluster.handles(p.queue)) {
+            pool.capacity = usize::MAX;
+        }
+    }
+    let (mut status, mut body) = readiness(&pools, state.is_draining(), state.disk_shortage());
+    if let Some(reason) = state.cluster.as_ref().and_then(|c| c.not_ready()) {
+        status = StatusCode::SERVICE_UNAVAILABLE;
+        body["ready"] = json!(false);
+        if let Some(failed) = body["failed"].as_array_mut() {
+            failed.push(json!({"check": "cluster", "message": reason}));
+        }
+    }
+    (status, body)
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::health::{pools, readiness};
 use crate::kind::AnyKind;
 use crate::metrics::{label, Exposition, RejectReason};
 use crate::queue::{Pool, QueueStats, HISTORY_SECS};
@@ -31,9 +30,7 @@ pub async fn status(
     State(state): State<AppState>,
     axum::Extension(scope): axum::Extension<super::StatusScope>,
 ) -> Json<Value> {
-    let ready = readiness(&pools(&state), state.is_draining(), state.disk_shortage())
-        .0
-        .is_success();
+    let ready = super::health::ready_now(&state).0.is_success();
     let mut body = Map::new();
     body.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
     body.insert("uptime_s".into(), json!(state.started.elapsed().as_secs()));
@@ -53,6 +50,9 @@ pub async fn status(
         }
     }
     body.insert("async_jobs".into(), async_status(&state));
+    if let Some(cluster) = &state.cluster {
+        body.insert("cluster".into(), cluster.status());
+    }
     body.insert(
         "disk".into(),
         json!({

@@ -76,6 +76,15 @@ impl<'a, K: JobKind> Submit<'a, K> {
         if self.mode.is_async {
             return self.accept(params, input).await;
         }
+        if let Some(cluster) = self.state.cluster.as_ref().filter(|c| c.handles(K::NAME)) {
+            drop(self.reserved.queue);
+            let (job_id, reply) =
+                run_clustered(self.state, &**cluster, self.kind, params, input).await?;
+            if let (Some(tenant), true) = (self.caller.owner(), K::MAKES_PAGES) {
+                own_pages(self.state, job_id, tenant).await?;
+            }
+            return Ok(Json(reply).into_response());
+        }
         let queue_place = match self.reserved.queue {
             Some(place) => Some(place),
             None => Some(self.kind.queue().reserve_as(self.caller.tenant())?),
@@ -153,6 +162,42 @@ async fn run_in<K: JobKind>(
         None => queue.submit(job, options)?,
     };
     Ok(pending.wait().await?)
+}
+
+/// Runs a sync job on whichever node of the cluster has an idle worker:
+/// checked here (a 4xx is this node's), budgets fixed here, the reply as
+/// the running node wrote it.
+async fn run_clustered<K: JobKind>(
+    state: &AppState,
+    cluster: &dyn crate::dispatch::Dispatcher,
+    kind: &Arc<K>,
+    params: K::Params,
+    input: Option<JobInput>,
+) -> Result<(Uuid, serde_json::Value), ApiError> {
+    refuse_if_unavailable(&**kind)?;
+    refuse_if_no_room::<K>(state)?;
+    let (_, options) = kind.build(&params, input.as_ref())?;
+    let pool = kind.queue().config();
+    let budget = options
+        .timeout
+        .map_or(pool.timeout, |t| t.min(pool.timeout));
+    let request = serde_json::to_value(Recorded {
+        params,
+        input: None,
+    })
+    .map_err(|e| ApiError::Internal(format!("cannot record the request: {e}")))?;
+    let job_id = Uuid::new_v4();
+    let reply = cluster
+        .run(crate::dispatch::SyncJob {
+            kind: K::NAME,
+            job_id,
+            request,
+            input,
+            queue_budget: pool.queue_timeout.min(budget),
+            budget,
+        })
+        .await?;
+    Ok((job_id, reply))
 }
 
 pub(super) fn refuse_if_unavailable<K: JobKind>(kind: &K) -> Result<(), ApiError> {
