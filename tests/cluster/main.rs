@@ -247,8 +247,8 @@ async fn a_node_killed_mid_job_loses_it_to_another_which_answers_once() {
             .send(),
     );
     let runner = eventually("a or b runs the job", Duration::from_secs(10), || async {
-        for i in 0..2 {
-            if nodes[i].queue("pdf").await["busy_workers"] == 1 {
+        for (i, node) in nodes[..2].iter().enumerate() {
+            if node.queue("pdf").await["busy_workers"] == 1 {
                 return Some(i);
             }
         }
@@ -350,4 +350,84 @@ async fn a_malformed_message_is_dead_lettered_and_the_node_carries_on() {
     let response = pdf(&node, "?dpi=36&pages=1", "sample.pdf").await;
     assert_eq!(response.status(), 200, "the node carries on");
     assert_streams_empty(&node).await;
+}
+
+/// A job running on any node, and which node: held until answered.
+async fn run_long(nodes: &[Node], query: &str) -> tokio::task::JoinHandle<Response> {
+    let url = nodes[0].url(&format!("/jobs/pdf{query}"));
+    let job = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/pdf")
+            .body(fixture("many-pages.pdf"))
+            .send()
+            .await
+            .unwrap()
+    });
+    eventually("a node runs the job", Duration::from_secs(10), || async {
+        for node in nodes {
+            if node.queue("pdf").await["busy_workers"] == 1 {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
+    job
+}
+
+#[tokio::test]
+async fn an_engine_killed_and_restarted_on_its_store_ends_the_running_job_once() {
+    let mut engines = Engines::start().await;
+    let nodes = [engines.node("a", &[]), engines.node("b", &[])];
+    let job = run_long(&nodes, "?dpi=200").await;
+    engines.restart_nats().await;
+    let response = job.await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the running job ends once, answered"
+    );
+    let mut answered = 0;
+    for node in &nodes {
+        answered += node.answered().await;
+    }
+    assert_eq!(answered, 1);
+    eventually(
+        "the nodes take jobs again",
+        Duration::from_secs(10),
+        || async {
+            let after = pdf(&nodes[1], "?dpi=36&pages=1", "sample.pdf").await;
+            (after.status() == 200).then_some(())
+        },
+    )
+    .await;
+    assert_streams_empty(&nodes[0]).await;
+}
+
+#[tokio::test]
+async fn an_object_store_outage_fails_the_job_within_its_budget_and_the_next_one_renders() {
+    let engines = Engines::start().await;
+    let nodes = [engines.node("a", &[]), engines.node("b", &[])];
+    engines.stop_s3();
+    let t0 = Instant::now();
+    let response = pdf(&nodes[0], "?dpi=72&pages=1-3&timeout_ms=3000", "sample.pdf").await;
+    let took = t0.elapsed();
+    engines.resume_s3();
+    let status = response.status().as_u16();
+    assert!(matches!(status, 500 | 504), "a clean failure, got {status}");
+    assert!(
+        took < Duration::from_secs(4),
+        "within the job's budget: {took:?}"
+    );
+    eventually(
+        "pages are stored again",
+        Duration::from_secs(40),
+        || async {
+            let after = pdf(&nodes[1], "?dpi=36&pages=1", "sample.pdf").await;
+            (after.status() == 200).then_some(())
+        },
+    )
+    .await;
+    assert_streams_empty(&nodes[0]).await;
 }
