@@ -677,11 +677,9 @@ async fn make_lane(
         num_replicas: cc.replicas,
         ..Default::default()
     };
-    let stream = js
-        .create_or_update_stream(config)
+    js.create_or_update_stream(config)
         .await
         .map_err(|e| other(format!("cannot make the stream {name}: {e}")))?;
-    let _ = stream;
     let stream = js.get_stream(&name).await.map_err(other)?;
     let consumer_config = consumer::pull::Config {
         durable_name: Some("workers".into()),
@@ -691,15 +689,16 @@ async fn make_lane(
         max_ack_pending: capacity as i64,
         ..Default::default()
     };
-    let consumer = match stream.create_consumer(consumer_config.clone()).await {
+    let consumer = match stream.create_consumer(consumer_config).await {
         Ok(consumer) => consumer,
-        Err(_) => {
-            // Made by an older configuration: the settings here win.
-            stream.delete_consumer("workers").await.map_err(other)?;
-            stream
-                .create_consumer(consumer_config)
-                .await
-                .map_err(other)?
+        Err(e) => {
+            // Made with other settings by another node: deleting it would
+            // hand the running jobs out again, so it is kept as it is.
+            tracing::warn!(
+                stream = %name,
+                "the workers' consumer exists with other settings; keeping them: {e}"
+            );
+            stream.get_consumer("workers").await.map_err(other)?
         }
     };
     Ok(Lane {
