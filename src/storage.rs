@@ -340,6 +340,12 @@ impl Drop for LocalInput {
 /// A store operation that only succeeds or fails.
 pub type StoreOp<'a> = BoxFuture<'a, io::Result<()>>;
 
+/// Where an upload was kept.
+pub type Kept<'a> = BoxFuture<'a, io::Result<InputRef>>;
+
+/// A page's format and bytes, or `None` where the store has no such page.
+pub type PageRead<'a> = BoxFuture<'a, io::Result<Option<(ImageFormat, Bytes)>>>;
+
 /// Where pages and kept inputs go, and where they are served from.
 pub trait PageStore: Send + Sync + 'static {
     /// A fresh scratch folder for the renderers of `job_id`.
@@ -349,11 +355,7 @@ pub trait PageStore: Send + Sync + 'static {
     fn put_page<'a>(&'a self, job_id: Uuid, page: &'a StoredPage, file: &'a Path) -> StoreOp<'a>;
 
     /// A page's bytes, or `None` if the store has no such page.
-    fn get_page(
-        &self,
-        job_id: Uuid,
-        page: u32,
-    ) -> BoxFuture<'_, io::Result<Option<(ImageFormat, Bytes)>>>;
+    fn get_page(&self, job_id: Uuid, page: u32) -> PageRead<'_>;
 
     /// The job's pages, by page number.
     fn list_pages(&self, job_id: Uuid) -> BoxFuture<'_, io::Result<Vec<(u32, ImageFormat)>>>;
@@ -366,7 +368,7 @@ pub trait PageStore: Send + Sync + 'static {
     fn jobs_older_than(&self, before: SystemTime) -> BoxFuture<'_, io::Result<Vec<Uuid>>>;
 
     /// Keeps an upload for an async job until [`PageStore::remove_input`].
-    fn keep_input(&self, job_id: Uuid, bytes: Bytes) -> BoxFuture<'_, io::Result<InputRef>>;
+    fn keep_input(&self, job_id: Uuid, bytes: Bytes) -> Kept<'_>;
 
     /// A new file to spool an upload into while it arrives, where pages go
     /// (so that [`PageStore::keep_spooled`] can link it rather than copy).
@@ -374,11 +376,7 @@ pub trait PageStore: Send + Sync + 'static {
 
     /// Keeps a spooled upload for an async job, as [`PageStore::keep_input`]
     /// does bytes; the spool file itself stays its guard's.
-    fn keep_spooled<'a>(
-        &'a self,
-        job_id: Uuid,
-        upload: &'a SpoolFile,
-    ) -> BoxFuture<'a, io::Result<InputRef>>;
+    fn keep_spooled<'a>(&'a self, job_id: Uuid, upload: &'a SpoolFile) -> Kept<'a>;
 
     /// Whether a recorded input can still be read.
     fn has_input<'a>(&'a self, input: &'a InputRef) -> BoxFuture<'a, bool>;
@@ -463,11 +461,7 @@ impl PageStore for LocalPages {
         })
     }
 
-    fn get_page(
-        &self,
-        job_id: Uuid,
-        page: u32,
-    ) -> BoxFuture<'_, io::Result<Option<(ImageFormat, Bytes)>>> {
+    fn get_page(&self, job_id: Uuid, page: u32) -> PageRead<'_> {
         Box::pin(async move {
             let Some((format, path)) = self.find_page(job_id, page) else {
                 return Ok(None);
@@ -521,7 +515,7 @@ impl PageStore for LocalPages {
         })
     }
 
-    fn keep_input(&self, job_id: Uuid, bytes: Bytes) -> BoxFuture<'_, io::Result<InputRef>> {
+    fn keep_input(&self, job_id: Uuid, bytes: Bytes) -> Kept<'_> {
         Box::pin(async move {
             tokio::fs::create_dir_all(self.layout.inputs_dir()).await?;
             tokio::fs::write(self.layout.input(job_id), &bytes).await?;
@@ -536,11 +530,7 @@ impl PageStore for LocalPages {
     /// A hard link: no byte is copied, and the spool file's name still
     /// goes with its guard. A copy where linking fails (another
     /// filesystem mounted over `.jobs/`, a filesystem without links).
-    fn keep_spooled<'a>(
-        &'a self,
-        job_id: Uuid,
-        upload: &'a SpoolFile,
-    ) -> BoxFuture<'a, io::Result<InputRef>> {
+    fn keep_spooled<'a>(&'a self, job_id: Uuid, upload: &'a SpoolFile) -> Kept<'a> {
         Box::pin(async move {
             tokio::fs::create_dir_all(self.layout.inputs_dir()).await?;
             let kept = self.layout.input(job_id);

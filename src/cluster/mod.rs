@@ -509,10 +509,7 @@ impl Cluster {
         }
     }
 
-    async fn keep(
-        &self,
-        keep: BoxFuture<'_, std::io::Result<InputRef>>,
-    ) -> Result<InputRef, ApiError> {
+    async fn keep(&self, keep: crate::storage::Kept<'_>) -> Result<InputRef, ApiError> {
         keep.await.map_err(|e| {
             crate::upload::store_error(format!("cannot store the upload for the cluster: {e}"), &e)
         })
@@ -563,15 +560,18 @@ impl Cluster {
         }
     }
 
+    /// Waits for `tick`; `false` once the node stops.
+    async fn next_tick(&self, tick: &mut tokio::time::Interval) -> bool {
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = tick.tick() => true,
+        }
+    }
+
     /// Publishes this node's figures and reads every node's.
     async fn beat(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(NODE_BEAT);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = self.stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
+        let mut tick = interval(NODE_BEAT);
+        while self.next_tick(&mut tick).await {
             let mine = serde_json::to_vec(&self.figures()).unwrap_or_default();
             if let Err(e) = self.nodes_kv.put(&self.node, mine.into()).await {
                 tracing::debug!("cannot publish this node's figures: {e}");
@@ -595,13 +595,8 @@ impl Cluster {
 
     /// Keeps each stream's count fresh for the refusals before a body.
     async fn watch_figures(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(FIGURES_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = self.stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        let mut tick = interval(FIGURES_EVERY);
+        while self.next_tick(&mut tick).await {
             for lane in &self.lanes {
                 let mut stream = lane.stream.clone();
                 if let Ok(info) = stream.info().await {
@@ -646,6 +641,13 @@ impl Cluster {
     pub(crate) fn js(&self) -> &jetstream::Context {
         &self.js
     }
+}
+
+/// A timer for periodic work that falls behind rather than bursts.
+fn interval(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }
 
 /// A refused publish because the stream holds `max_msgs` jobs.

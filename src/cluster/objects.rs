@@ -30,8 +30,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use uuid::Uuid;
 
 use crate::storage::{
-    ImageFormat, InputRef, JobInput, Layout, LocalInput, LocalPages, PageStore, Scratch, SpoolFile,
-    SpoolWriter, StoreOp, StoredPage,
+    ImageFormat, InputRef, JobInput, Kept, Layout, LocalInput, LocalPages, PageRead, PageStore,
+    Scratch, SpoolFile, SpoolWriter, StoreOp, StoredPage,
 };
 
 /// How long one store operation is retried before it fails.
@@ -218,11 +218,7 @@ impl PageStore for ObjectPages {
         })
     }
 
-    fn get_page(
-        &self,
-        job_id: Uuid,
-        page: u32,
-    ) -> BoxFuture<'_, io::Result<Option<(ImageFormat, Bytes)>>> {
+    fn get_page(&self, job_id: Uuid, page: u32) -> PageRead<'_> {
         Box::pin(async move {
             for format in ImageFormat::ALL {
                 let key = self.page_key(job_id, page, format);
@@ -274,7 +270,7 @@ impl PageStore for ObjectPages {
         })
     }
 
-    fn keep_input(&self, job_id: Uuid, bytes: Bytes) -> BoxFuture<'_, io::Result<InputRef>> {
+    fn keep_input(&self, job_id: Uuid, bytes: Bytes) -> Kept<'_> {
         Box::pin(async move {
             self.store
                 .put(&self.input_key(job_id), PutPayload::from(bytes))
@@ -288,11 +284,7 @@ impl PageStore for ObjectPages {
         self.local.spool_upload()
     }
 
-    fn keep_spooled<'a>(
-        &'a self,
-        job_id: Uuid,
-        upload: &'a SpoolFile,
-    ) -> BoxFuture<'a, io::Result<InputRef>> {
+    fn keep_spooled<'a>(&'a self, job_id: Uuid, upload: &'a SpoolFile) -> Kept<'a> {
         Box::pin(async move {
             self.put_file(&self.input_key(job_id), upload.path())
                 .await?;

@@ -50,13 +50,21 @@ pub struct ClusterConfig {
     /// `PAGE_STORE_URL` (`s3://bucket/prefix`): where inputs and pages
     /// live; the `AWS_*` variables say how to reach it.
     pub page_store_url: Option<String>,
+    /// `CLUSTER_PREFIX`: the start of every name in the engine.
     pub prefix: String,
+    /// `CLUSTER_ACK_WAIT_MS`: unconfirmed this long, a job goes elsewhere.
     pub ack_wait: Duration,
+    /// `CLUSTER_MAX_DELIVER`: deliveries of one job at most.
     pub max_deliver: i64,
+    /// `CLUSTER_INLINE_MAX_BYTES`: larger uploads go by reference.
     pub inline_max_bytes: usize,
+    /// `CLUSTER_PUBLISH_TIMEOUT_MS`: the engine's confirmation of a submit.
     pub publish_timeout: Duration,
+    /// `CLUSTER_REPLICAS`: copies of each stream.
     pub replicas: usize,
+    /// `MESSAGE_DISPATCH`, `CLUSTER_MESSAGE_CAPACITY`.
     pub message: LaneConfig,
+    /// `PDF_DISPATCH`, `CLUSTER_PDF_CAPACITY`.
     pub pdf: LaneConfig,
 }
 
