@@ -7,7 +7,9 @@
 //! 1. a message it cannot read is copied to the dead-letter stream
 //!    (`<P>_DEAD`) with a log line and removed; a job of another protocol
 //!    version is answered with an error and removed;
-//! 2. a job past its queue deadline, or whose admitting node no longer
+//! 2. a job that finds the node's workers taken since the fetch (by the
+//!    node's own async jobs) is handed back (`-NAK`) for another node; a
+//!    job past its queue deadline, or whose admitting node no longer
 //!    waits (asked with a `started` request), is removed unrun;
 //! 3. otherwise it runs on the local queue. While it runs, `+WPI` keeps it
 //!    ours; a cancel on `<p>.cancel.<id>` kills it; if the engine has not
@@ -51,6 +53,8 @@ pub struct RanCounts {
     pub fenced: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub refused_protocol: AtomicU64,
+    /// Fetched while a worker was free, handed back when it was not.
+    pub passed_on: AtomicU64,
 }
 
 impl RanCounts {
@@ -62,6 +66,7 @@ impl RanCounts {
             "fenced": get(&self.fenced),
             "dead_lettered": get(&self.dead_lettered),
             "refused_protocol": get(&self.refused_protocol),
+            "passed_on": get(&self.passed_on),
         })
     }
 }
@@ -200,6 +205,16 @@ async fn run_one(
         }
     };
     let id = job.job_id;
+    // A worker taken by this node's own job since the fetch was issued:
+    // handed back at once for another node, rather than queued here.
+    let pool = kind.pool();
+    if pool.busy() + pool.depth() >= pool.config().workers {
+        cluster.ran.passed_on.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+            tracing::debug!(%id, "cannot hand a job back: {e}");
+        }
+        return;
+    }
     let now = wire::now_ms();
     let Some(left) = job.left(now).filter(|_| now < job.queue_deadline_ms) else {
         // Its admitting node has answered 504 already.
