@@ -90,8 +90,7 @@ impl Embedded {
             c.env("OUTPUT_DIR", &out)
                 .env("MIN_FREE_DISK_MB", "0")
                 .env("RATE_LIMIT_PER_MINUTE", "0")
-                .env("PDF_FAN_OUT", "false")
-                .env("RUST_LOG", "warn");
+                .env("PDF_FAN_OUT", "false");
             for (k, v) in env {
                 c.env(k, v);
             }
@@ -161,7 +160,7 @@ async fn bench_cluster() {
         ));
     }
     {
-        let node = engines.node("one", &[("PDF_WORKERS", "2"), ("RUST_LOG", "warn")]);
+        let node = engines.node("one", &[("PDF_WORKERS", "2")]);
         let urls = urls(&[&node], PDF_QUERY);
         offer(&urls, &pdf, pdf_kind, 4, 2).await;
         rows.push((
@@ -170,7 +169,7 @@ async fn bench_cluster() {
         ));
     }
     {
-        let env = [("RUST_LOG", "warn")];
+        let env = [];
         let (a, b) = (engines.node("a", &env), engines.node("b", &env));
         let urls = urls(&[&a, &b], PDF_QUERY);
         offer(&urls, &pdf, pdf_kind, 4, 2).await;
@@ -196,7 +195,7 @@ async fn bench_cluster() {
     writeln!(
         report,
         "One PDF job at a time (page 1 at 36 dpi, 100 jobs); then {MESSAGES} message jobs of \
-         no work (`work_ms: 0`), 16 at a time: publish, pull, run, answer, acknowledge.\n"
+         no work (`work_ms: 0`), 16 at a time, with room for 64 waiting (`MESSAGE_QUEUE_CAPACITY=64`; clustered also `CLUSTER_MESSAGE_CAPACITY=66`): publish, pull, run, answer, acknowledge.\n"
     )
     .unwrap();
     writeln!(
@@ -207,7 +206,11 @@ async fn bench_cluster() {
     let one_page = "/jobs/pdf?dpi=36&pages=1";
     let mut rows = Vec::new();
     {
-        let env = [("PDF_WORKERS", "1"), ("MESSAGE_WORKERS", "2")];
+        let env = [
+            ("PDF_WORKERS", "1"),
+            ("MESSAGE_WORKERS", "2"),
+            ("MESSAGE_QUEUE_CAPACITY", "64"),
+        ];
         let server = Embedded::start(&engines, &env);
         let pdf_url = vec![format!("{}{one_page}", server.url)];
         offer(&pdf_url, &pdf, pdf_kind, 10, 1).await;
@@ -228,7 +231,8 @@ async fn bench_cluster() {
         let env = [
             ("PDF_WORKERS", "1"),
             ("MESSAGE_WORKERS", "2"),
-            ("RUST_LOG", "warn"),
+            ("MESSAGE_QUEUE_CAPACITY", "64"),
+            ("CLUSTER_MESSAGE_CAPACITY", "66"),
         ];
         let node = engines.node("lat", &env);
         let pdf_url = urls(&[&node], one_page);
@@ -263,7 +267,6 @@ async fn bench_cluster() {
     let env = [
         ("CLUSTER_MESSAGE_CAPACITY", "1"),
         ("MESSAGE_TIMEOUT_MS", "60000"),
-        ("RUST_LOG", "warn"),
     ];
     let node = engines.node("full", &env);
     let hold = Client::new()
