@@ -70,8 +70,44 @@ pub struct Engines {
     pub prefix: String,
 }
 
+/// Tests start their engines one at a time: ports are picked and taken
+/// without another test's picks racing them.
+static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Tries at engine start before the test fails (a port taken meanwhile).
+const START_TRIES: usize = 3;
+
 impl Engines {
     pub async fn start() -> Engines {
+        let _one_at_a_time = STARTING.lock().await;
+        for attempt in 1..=START_TRIES {
+            let engines = Engines::try_start();
+            if engines.wait_ready().await {
+                return engines;
+            }
+            eprintln!(
+                "engines not ready (try {attempt} of {START_TRIES}); their logs:\n{}",
+                engines.logs()
+            );
+        }
+        panic!("the engines did not start in {START_TRIES} tries");
+    }
+
+    /// The end of each engine's log, for a failed start.
+    fn logs(&self) -> String {
+        ["nats.log", "weed.log"]
+            .iter()
+            .map(|name| {
+                let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                let lines: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- {name}\n{}", lines.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn try_start() -> Engines {
         let dir = tempfile::tempdir().unwrap();
         let ports = free_ports(2);
         let (nats_port, monitor_port) = (ports[0], ports[1]);
@@ -105,7 +141,7 @@ impl Engines {
             .arg(format!("-s3.localSocket={d}/s3.sock"))
             .arg(format!("-filer.localSocket={d}/filer.sock"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(&dir, "weed.log"))
             .spawn()
             .expect("weed starts");
         let engines = Engines {
@@ -117,11 +153,11 @@ impl Engines {
             s3_port: p[0],
             prefix: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
         };
-        engines.wait_ready().await;
         engines
     }
 
-    async fn wait_ready(&self) {
+    /// Whether both engines answer within 30 s.
+    async fn wait_ready(&self) -> bool {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         let healthz = format!(
@@ -138,12 +174,11 @@ impl Engines {
                 .is_ok_and(|r| r.status() == 200);
             let s3_ok = http.get(&s3).send().await.is_ok_and(|r| r.status() == 403);
             if nats_ok && s3_ok {
-                return;
+                return true;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the engines did not start within 30 s"
-            );
+            if Instant::now() >= deadline {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -163,7 +198,11 @@ impl Engines {
             let _ = nats.wait();
         }
         self.nats = Some(start_nats(&self.dir, self.nats_port, self.monitor_port));
-        self.wait_ready().await;
+        assert!(
+            self.wait_ready().await,
+            "nats-server did not restart:\n{}",
+            self.logs()
+        );
     }
 
     pub fn stop_s3(&self) {
@@ -211,6 +250,15 @@ impl Engines {
     }
 }
 
+/// An engine's log in the test's folder (appended: a restart keeps it).
+fn log_file(dir: &TempDir, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join(name))
+        .unwrap()
+}
+
 fn start_nats(dir: &TempDir, port: u16, monitor: u16) -> Child {
     let conf = dir.path().join("nats.conf");
     std::fs::write(&conf, "jetstream { sync_interval: always }\n").unwrap();
@@ -222,7 +270,7 @@ fn start_nats(dir: &TempDir, port: u16, monitor: u16) -> Child {
         .arg("-c")
         .arg(&conf)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log_file(dir, "nats.log"))
         .spawn()
         .expect("nats-server starts")
 }
