@@ -14,7 +14,7 @@ use futures::stream::{self, StreamExt};
 use reqwest::Client;
 
 use crate::harness::{Engines, Node};
-use crate::helpers::{fixture, spawn_binary};
+use crate::helpers::fixture;
 
 /// Latencies of one run, and its wall time.
 struct Run {
@@ -86,16 +86,7 @@ struct Embedded {
 impl Embedded {
     fn start(engines: &Engines, env: &[(&str, &str)]) -> Embedded {
         let out = engines.dir.path().join("embedded");
-        let (child, addr) = spawn_binary(|c| {
-            c.env("OUTPUT_DIR", &out)
-                .env("MIN_FREE_DISK_MB", "0")
-                .env("RATE_LIMIT_PER_MINUTE", "0")
-                .env("PDF_FAN_OUT", "false");
-            for (k, v) in env {
-                c.env(k, v);
-            }
-            c
-        });
+        let (child, addr) = crate::harness::spawn_server(&out, &[env]);
         Embedded {
             child,
             url: format!("http://{addr}"),

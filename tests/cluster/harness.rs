@@ -219,35 +219,49 @@ impl Engines {
         let out = self.dir.path().join(format!("node-{name}"));
         let store = format!("s3://{BUCKET}/{}", self.prefix);
         let endpoint = format!("http://127.0.0.1:{}", self.s3_port);
-        let (child, addr) = spawn_binary(|c| {
-            c.env("NATS_URL", self.nats_url())
-                .env("PAGE_STORE_URL", &store)
-                .env("AWS_ENDPOINT", &endpoint)
-                .env("AWS_ACCESS_KEY_ID", KEY_ID)
-                .env("AWS_SECRET_ACCESS_KEY", SECRET)
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_ALLOW_HTTP", "true")
-                .env("CLUSTER_PREFIX", &self.prefix)
-                .env("CLUSTER_ACK_WAIT_MS", "3000")
-                .env("OUTPUT_DIR", &out)
-                .env("DATA_DIR", data_dir())
-                .env("PDF_WORKERS", "1")
-                .env("MESSAGE_WORKERS", "1")
-                .env("PDF_FAN_OUT", "false")
-                .env("MIN_FREE_DISK_MB", "0")
-                .env("RATE_LIMIT_PER_MINUTE", "0")
-                .env("RUST_LOG", "info,async_nats=warn");
-            for (k, v) in env {
-                c.env(k, v);
-            }
-            c
-        });
+        let prefix = self.prefix.clone();
+        let nats = self.nats_url();
+        let cluster = [
+            ("NATS_URL", nats.as_str()),
+            ("PAGE_STORE_URL", store.as_str()),
+            ("AWS_ENDPOINT", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("CLUSTER_PREFIX", prefix.as_str()),
+            ("CLUSTER_ACK_WAIT_MS", "3000"),
+            ("PDF_WORKERS", "1"),
+            ("MESSAGE_WORKERS", "1"),
+            ("RUST_LOG", "info,async_nats=warn"),
+        ];
+        let (child, addr) = spawn_server(&out, &[&cluster, env]);
         Node {
             name: name.to_string(),
             child: Some(child),
             addr,
         }
     }
+}
+
+/// The server binary with the suite's settings (its own output folder,
+/// the sample data, no disk floor, no rate limit, no fan-out), then each
+/// of `envs` in turn (later ones win).
+pub fn spawn_server(
+    out: &std::path::Path,
+    envs: &[&[(&str, &str)]],
+) -> (Child, std::net::SocketAddr) {
+    spawn_binary(|c| {
+        c.env("OUTPUT_DIR", out)
+            .env("DATA_DIR", data_dir())
+            .env("PDF_FAN_OUT", "false")
+            .env("MIN_FREE_DISK_MB", "0")
+            .env("RATE_LIMIT_PER_MINUTE", "0");
+        for (k, v) in envs.iter().flat_map(|e| e.iter()) {
+            c.env(k, v);
+        }
+        c
+    })
 }
 
 /// An engine's log in the test's folder (appended: a restart keeps it).
